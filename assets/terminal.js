@@ -1,0 +1,345 @@
+/*
+ * terminal.js: the browser end of one alfresco-ssh session (docs/PROTOCOL.md).
+ * It owns the xterm.js terminal, the WebSocket to /ws and the status bar. It reads
+ * the session id from the path and nothing else from the server; it never
+ * reconnects, because a session id can be claimed only once.
+ * No inline styles and no eval: the page runs under `default-src 'self'`.
+ */
+(function () {
+  'use strict';
+
+  const FONT_SIZE_DEFAULT = 15;
+  const FONT_SIZE_MIN = 8;
+  const FONT_SIZE_MAX = 32;
+  const FONT_SIZE_KEY = 'alfresco-ssh.fontSize';
+  // Window resizes come in bursts while dragging; fit once the burst settles.
+  const RESIZE_DEBOUNCE_MS = 100;
+
+  // Readable on a dark background; the ANSI colours follow the Tango palette.
+  const THEME = {
+    background: '#1e1e1e',
+    foreground: '#d4d4d4',
+    cursor: '#f0f0f0',
+    cursorAccent: '#1e1e1e',
+    selectionBackground: '#264f78',
+    black: '#2e3436',
+    red: '#cc4b4b',
+    green: '#6ab04c',
+    yellow: '#d7ba3a',
+    blue: '#4f8fd6',
+    magenta: '#a36ac7',
+    cyan: '#3fb0b0',
+    white: '#d3d7cf',
+    brightBlack: '#767676',
+    brightRed: '#ef6b6b',
+    brightGreen: '#8ae234',
+    brightYellow: '#fce94f',
+    brightBlue: '#82b4f0',
+    brightMagenta: '#c592e0',
+    brightCyan: '#5fd7d7',
+    brightWhite: '#eeeeec',
+  };
+
+  const statusEl = document.getElementById('status');
+  const containerEl = document.getElementById('terminal');
+
+  // One of: connecting, connected, ended, error, disconnected. The last three are final.
+  let state = 'connecting';
+
+  function setState(next, text) {
+    state = next;
+    statusEl.className = 'status status-' + next;
+    statusEl.textContent = text;
+  }
+
+  function isFinal() {
+    return state === 'ended' || state === 'error' || state === 'disconnected';
+  }
+
+  // localStorage throws in some private modes and when storage is disabled.
+  function loadFontSize() {
+    try {
+      const n = Number(window.localStorage.getItem(FONT_SIZE_KEY));
+      if (Number.isInteger(n) && n >= FONT_SIZE_MIN && n <= FONT_SIZE_MAX) {
+        return n;
+      }
+    } catch (e) {
+      // fall through to the default
+    }
+    return FONT_SIZE_DEFAULT;
+  }
+
+  function saveFontSize(n) {
+    try {
+      window.localStorage.setItem(FONT_SIZE_KEY, String(n));
+    } catch (e) {
+      // not remembered; the size still applies to this page
+    }
+  }
+
+  const term = new Terminal({
+    fontSize: loadFontSize(),
+    fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, "Liberation Mono", monospace',
+    cursorBlink: true,
+    scrollback: 5000,
+    theme: THEME,
+    // term.unicode (used by the Unicode 11 addon) is a "proposed" API in xterm 5.
+    allowProposedApi: true,
+  });
+
+  // The default DOM renderer writes <style> elements and style attributes, which
+  // `default-src 'self'` forbids; the canvas renderer needs neither. Loaded before
+  // open() so the DOM renderer is never created. Without it, xterm falls back.
+  if (window.CanvasAddon) {
+    try {
+      term.loadAddon(new CanvasAddon.CanvasAddon());
+    } catch (e) {
+      console.warn('canvas renderer unavailable, using the DOM renderer', e);
+    }
+  }
+
+  const fitAddon = new FitAddon.FitAddon();
+  term.loadAddon(fitAddon);
+  term.loadAddon(new WebLinksAddon.WebLinksAddon());
+  term.loadAddon(new Unicode11Addon.Unicode11Addon());
+  term.unicode.activeVersion = '11';
+
+  term.open(containerEl);
+  fit();
+
+  // fit() measures the container; it throws if the terminal is not laid out yet.
+  function fit() {
+    try {
+      fitAddon.fit();
+    } catch (e) {
+      console.warn('fit failed', e);
+    }
+  }
+
+  // --- the WebSocket (docs/PROTOCOL.md, "WebSocket") ---
+
+  const sessionId = location.pathname.replace(/^\/+|\/+$/g, '');
+  let socket = null;
+
+  function isOpen() {
+    return socket !== null && socket.readyState === WebSocket.OPEN;
+  }
+
+  function sendEvent(name, data) {
+    if (isOpen()) {
+      socket.send(JSON.stringify([name, data]));
+    }
+  }
+
+  function endedText(data) {
+    if (data && data.exit_status !== null && data.exit_status !== undefined) {
+      return 'session ended (exit status ' + data.exit_status + ')';
+    }
+    if (data && data.exit_signal) {
+      return 'session ended (signal ' + data.exit_signal + ')';
+    }
+    return 'session ended';
+  }
+
+  function onServerEvent(name, data) {
+    switch (name) {
+      case 'connection-ready':
+        setState('connected', 'connected');
+        term.focus();
+        break;
+      case 'ssh-closed':
+        setState('ended', endedText(data));
+        break;
+      case 'ssh-error': {
+        const message = (data && data.message) || 'unknown error';
+        const code = (data && data.code) || 'unknown';
+        setState('error', 'error: ' + message + ' (' + code + ')');
+        break;
+      }
+      case 'warning':
+        console.warn('alfresco-ssh warning', data);
+        break;
+      default:
+        // Unknown events are ignored so the server can add new ones.
+        break;
+    }
+  }
+
+  function onMessage(ev) {
+    if (typeof ev.data !== 'string') {
+      term.write(new Uint8Array(ev.data));
+      return;
+    }
+    let msg;
+    try {
+      msg = JSON.parse(ev.data);
+    } catch (e) {
+      console.warn('ignoring a text frame that is not JSON');
+      return;
+    }
+    if (Array.isArray(msg) && typeof msg[0] === 'string') {
+      onServerEvent(msg[0], msg[1]);
+    }
+  }
+
+  function connect() {
+    if (sessionId === '') {
+      setState('error', 'error: the address has no session id');
+      return;
+    }
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    try {
+      socket = new WebSocket(scheme + '//' + location.host + '/ws');
+    } catch (e) {
+      setState('disconnected', 'disconnected');
+      return;
+    }
+    socket.binaryType = 'arraybuffer';
+    socket.addEventListener('open', function () {
+      sendEvent('start-session', { id: sessionId, cols: term.cols, rows: term.rows });
+    });
+    socket.addEventListener('message', onMessage);
+    // A close after ssh-closed or ssh-error keeps that status; any other close is a
+    // lost connection. 'error' is always followed by 'close', so it is not handled.
+    socket.addEventListener('close', function () {
+      if (!isFinal()) {
+        setState('disconnected', 'disconnected');
+      }
+    });
+  }
+
+  // --- input, resize, title ---
+
+  term.onData(function (s) {
+    sendEvent('ssh-input', s);
+  });
+
+  // onBinary carries bytes as a string of code points 0-255 (e.g. non-UTF-8 mouse
+  // reports); they go out as a binary frame so they are not re-encoded as UTF-8.
+  term.onBinary(function (s) {
+    if (!isOpen()) {
+      return;
+    }
+    const bytes = new Uint8Array(s.length);
+    for (let i = 0; i < s.length; i++) {
+      bytes[i] = s.charCodeAt(i) & 0xff;
+    }
+    socket.send(bytes);
+  });
+
+  term.onResize(function (size) {
+    sendEvent('resize', { cols: size.cols, rows: size.rows });
+  });
+
+  let resizeTimer = null;
+  window.addEventListener('resize', function () {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(fit, RESIZE_DEBOUNCE_MS);
+  });
+
+  term.onTitleChange(function (title) {
+    document.title = title || 'alfresco-ssh';
+  });
+
+  // --- keyboard shortcuts ---
+
+  // Matches a letter shortcut by the character it types, or, on non-Latin
+  // layouts, by the physical key.
+  function isLetter(ev, letter) {
+    const key = ev.key.length === 1 ? ev.key.toLowerCase() : '';
+    if (key === letter) {
+      return true;
+    }
+    return !/^[a-z]$/.test(key) && ev.code === 'Key' + letter.toUpperCase();
+  }
+
+  // navigator.clipboard exists only in secure contexts (https, localhost); the
+  // textarea fallback works over plain http during the keydown gesture.
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).catch(function (e) {
+        console.warn('copy failed', e);
+      });
+      return;
+    }
+    const area = document.createElement('textarea');
+    area.className = 'copy-buffer';
+    area.value = text;
+    document.body.appendChild(area);
+    area.select();
+    try {
+      document.execCommand('copy');
+    } catch (e) {
+      console.warn('copy failed', e);
+    }
+    document.body.removeChild(area);
+    term.focus();
+  }
+
+  function changeFontSize(delta) {
+    const current = term.options.fontSize;
+    const next = Math.min(FONT_SIZE_MAX, Math.max(FONT_SIZE_MIN, current + delta));
+    if (next !== current) {
+      term.options.fontSize = next;
+      saveFontSize(next);
+      fit();
+    }
+  }
+
+  // Returning false stops xterm from handling the event (and from cancelling it).
+  // The handler sees keydown, keypress and keyup; each shortcut acts on keydown only
+  // but is withheld from xterm for all three.
+  term.attachCustomKeyEventHandler(function (ev) {
+    const keydown = ev.type === 'keydown';
+    const ctrlOnly = ev.ctrlKey && !ev.altKey && !ev.metaKey;
+    if (ctrlOnly && ev.shiftKey && isLetter(ev, 'c')) {
+      // Copy, never ^C. preventDefault also keeps Chromium's inspector closed.
+      if (keydown) {
+        ev.preventDefault();
+        if (term.hasSelection()) {
+          copyText(term.getSelection());
+        }
+      }
+      return false;
+    }
+    if (ctrlOnly && ev.shiftKey && isLetter(ev, 'v')) {
+      // Left to the browser, whose paste event xterm's textarea turns into input.
+      return false;
+    }
+    if (ctrlOnly && (ev.key === '=' || ev.key === '+' || ev.key === '-' || ev.key === '_')) {
+      // Not the browser's zoom: the terminal's own font size, remembered.
+      if (keydown) {
+        ev.preventDefault();
+        changeFontSize(ev.key === '-' || ev.key === '_' ? -1 : 1);
+      }
+      return false;
+    }
+    return true;
+  });
+
+  // --- read-only hooks for browser tests ---
+
+  function screenText() {
+    const buffer = term.buffer.active;
+    const lines = [];
+    for (let i = 0; i < buffer.length; i++) {
+      const line = buffer.getLine(i);
+      // translateToString(true) trims empty cells only; written spaces go too.
+      lines.push(line ? line.translateToString(true).replace(/\s+$/, '') : '');
+    }
+    return lines.join('\n');
+  }
+
+  Object.defineProperty(window, 'alfresco', {
+    value: Object.freeze({
+      term: term,
+      state: function () { return state; },
+      screenText: screenText,
+    }),
+    writable: false,
+    configurable: false,
+    enumerable: true,
+  });
+
+  connect();
+})();
