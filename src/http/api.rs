@@ -1,0 +1,376 @@
+//! `POST /create-session` and `GET /healthz`.
+//!
+//! The body (JSON or form data) is parsed into a checked `SessionRequest` by a pure
+//! function, `parse_create`, so every malformed body is unit-tested without a server.
+//! Credentials go straight into `Secret`s; the raw body is wiped after parsing.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+use zeroize::Zeroize;
+
+use super::error::ApiError;
+use crate::request::{self, Credentials, SessionRequest, Target};
+use crate::secret::Secret;
+
+/// Largest create-session body: a 16 KiB RSA key fits several times over.
+pub const MAX_BODY: usize = 64 * 1024;
+
+const FIELDS: [&str; 7] = [
+    "hostname",
+    "port",
+    "username",
+    "password",
+    "private_key",
+    "passphrase",
+    "term",
+];
+
+/// The body's format, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    Form,
+}
+
+impl BodyKind {
+    pub fn from_content_type(value: Option<&str>) -> Result<Self, ApiError> {
+        let mime = value
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match mime.as_str() {
+            "application/json" => Ok(BodyKind::Json),
+            "application/x-www-form-urlencoded" => Ok(BodyKind::Form),
+            _ => Err(ApiError::unsupported_media_type()),
+        }
+    }
+}
+
+/// A field's raw value: JSON keeps its type, form data is always text.
+enum Raw {
+    Text(String),
+    Number(Value),
+    Other,
+}
+
+/// Parses and checks a create-session body, then wipes it.
+pub fn parse_create(kind: BodyKind, mut body: Vec<u8>) -> Result<SessionRequest, ApiError> {
+    let fields = match kind {
+        BodyKind::Json => json_fields(&body),
+        BodyKind::Form => form_fields(&body),
+    };
+    body.zeroize();
+    build(fields?)
+}
+
+fn json_fields(body: &[u8]) -> Result<HashMap<String, Raw>, ApiError> {
+    let object: Map<String, Value> = match serde_json::from_slice(body) {
+        Ok(Value::Object(object)) => object,
+        Ok(_) => return Err(ApiError::malformed_body("the body must be a JSON object")),
+        Err(_) => return Err(ApiError::malformed_body("the body is not valid JSON")),
+    };
+    Ok(object
+        .into_iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| {
+            let raw = match v {
+                Value::String(s) => Raw::Text(s),
+                n @ Value::Number(_) => Raw::Number(n),
+                _ => Raw::Other,
+            };
+            (k, raw)
+        })
+        .collect())
+}
+
+fn form_fields(body: &[u8]) -> Result<HashMap<String, Raw>, ApiError> {
+    let mut fields = HashMap::new();
+    for (key, value) in form_urlencoded::parse(body) {
+        let key = key.into_owned();
+        if fields
+            .insert(key.clone(), Raw::Text(value.into_owned()))
+            .is_some()
+        {
+            return Err(ApiError::invalid_field(&key, "is given more than once"));
+        }
+    }
+    Ok(fields)
+}
+
+fn build(mut fields: HashMap<String, Raw>) -> Result<SessionRequest, ApiError> {
+    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        // Echo the name only when it is short and plain; it is not a secret, but it is input.
+        let name = if unknown.len() <= 32
+            && unknown
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            unknown.as_str()
+        } else {
+            "(name not shown)"
+        };
+        return Err(ApiError::invalid_field(
+            name,
+            "is not a create-session field",
+        ));
+    }
+    let mut text = |name: &str| -> Result<Option<String>, ApiError> {
+        match fields.remove(name) {
+            None => Ok(None),
+            Some(Raw::Text(s)) => Ok(Some(s)),
+            Some(_) => Err(ApiError::invalid_field(name, "must be a string")),
+        }
+    };
+    let hostname = text("hostname")?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::missing_field("hostname"))?;
+    let host = request::normalize_host(&hostname).ok_or_else(|| {
+        ApiError::invalid_field("hostname", "is not a valid host name or IP address")
+    })?;
+    let username = text("username")?
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::missing_field("username"))?;
+    if !request::valid_username(&username) {
+        return Err(ApiError::invalid_field(
+            "username",
+            "is not a valid user name",
+        ));
+    }
+    let term = text("term")?.unwrap_or_else(|| request::DEFAULT_TERM.to_owned());
+    if !request::valid_term(&term) {
+        return Err(ApiError::invalid_field(
+            "term",
+            "is not a valid terminal type",
+        ));
+    }
+    // Secrets go into `Secret` at once, so an early return below still wipes them.
+    let password = text("password")?.map(Secret::new);
+    let private_key = text("private_key")?.map(Secret::new);
+    let passphrase = text("passphrase")?.map(Secret::new);
+    let port = port(fields.remove("port"))?;
+
+    let credentials = match (password, private_key) {
+        (Some(_), Some(_)) => return Err(ApiError::ambiguous_credentials()),
+        (None, None) => return Err(ApiError::missing_field("password` or `private_key")),
+        (Some(_), None) if passphrase.is_some() => {
+            return Err(ApiError::invalid_field(
+                "passphrase",
+                "is only for use with `private_key`",
+            ));
+        }
+        (Some(password), None) => Credentials::Password(password),
+        (None, Some(key)) => {
+            if key.expose().trim().is_empty() {
+                return Err(ApiError::invalid_field("private_key", "is empty"));
+            }
+            Credentials::PrivateKey {
+                key,
+                passphrase: passphrase.filter(|p| !p.expose().is_empty()),
+            }
+        }
+    };
+    Ok(SessionRequest {
+        target: Target {
+            host,
+            port,
+            username,
+        },
+        credentials,
+        term,
+    })
+}
+
+/// Port 1–65535; a JSON number, or a string of digits (as forms send).
+fn port(raw: Option<Raw>) -> Result<u16, ApiError> {
+    let invalid = || ApiError::invalid_field("port", "must be a number from 1 to 65535");
+    let port = match raw {
+        None => return Ok(22),
+        Some(Raw::Number(n)) => n.as_u64().ok_or_else(invalid)?,
+        Some(Raw::Text(s))
+            if !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            s.parse().map_err(|_| invalid())?
+        }
+        Some(_) => return Err(invalid()),
+    };
+    u16::try_from(port)
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(invalid)
+}
+
+/// The created-session answer.
+pub fn created_body(id: &uuid::Uuid, url: &str, expires_at: std::time::SystemTime) -> String {
+    json!({"id": id.to_string(), "url": url, "expires_at": humantime::format_rfc3339_seconds(expires_at).to_string()}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(body: &str) -> Result<SessionRequest, ApiError> {
+        parse_create(BodyKind::Json, body.as_bytes().to_vec())
+    }
+
+    fn form(body: &str) -> Result<SessionRequest, ApiError> {
+        parse_create(BodyKind::Form, body.as_bytes().to_vec())
+    }
+
+    fn code(r: Result<SessionRequest, ApiError>) -> &'static str {
+        r.unwrap_err().code
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            BodyKind::from_content_type(Some("application/json; charset=utf-8")).unwrap(),
+            BodyKind::Json
+        );
+        assert_eq!(
+            BodyKind::from_content_type(Some("Application/X-WWW-Form-Urlencoded")).unwrap(),
+            BodyKind::Form
+        );
+        assert_eq!(
+            BodyKind::from_content_type(Some("text/plain"))
+                .unwrap_err()
+                .code,
+            "unsupported_media_type"
+        );
+        assert_eq!(
+            BodyKind::from_content_type(None).unwrap_err().code,
+            "unsupported_media_type"
+        );
+    }
+
+    #[test]
+    fn json_password() {
+        let r = json(r#"{"hostname":"10.0.0.5","port":2222,"username":"deploy","password":"pw"}"#)
+            .unwrap();
+        assert_eq!(
+            r.target,
+            Target {
+                host: "10.0.0.5".into(),
+                port: 2222,
+                username: "deploy".into()
+            }
+        );
+        assert!(matches!(r.credentials, Credentials::Password(ref p) if p.expose() == "pw"));
+        assert_eq!(r.term, "xterm-256color");
+    }
+
+    #[test]
+    fn form_key_with_passphrase() {
+        let r = form("hostname=h.example&username=u&private_key=-----BEGIN%0Akey&passphrase=pp&port=22&term=xterm").unwrap();
+        assert_eq!(r.target.port, 22);
+        assert_eq!(r.term, "xterm");
+        match r.credentials {
+            Credentials::PrivateKey { key, passphrase } => {
+                assert_eq!(key.expose(), "-----BEGIN\nkey");
+                assert_eq!(passphrase.unwrap().expose(), "pp");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_bodies() {
+        assert_eq!(code(json("{")), "malformed_body");
+        assert_eq!(code(json("[]")), "malformed_body");
+        assert_eq!(code(json("\"x\"")), "malformed_body");
+        assert_eq!(
+            code(json(r#"{"username":"u","password":"p"}"#)),
+            "missing_field"
+        );
+        assert_eq!(
+            code(json(r#"{"hostname":"","username":"u","password":"p"}"#)),
+            "missing_field"
+        );
+        assert_eq!(
+            code(json(r#"{"hostname":"h","password":"p"}"#)),
+            "missing_field"
+        );
+        assert_eq!(
+            code(json(r#"{"hostname":"h","username":"u"}"#)),
+            "missing_field"
+        );
+        assert_eq!(
+            code(json(
+                r#"{"hostname":"h","username":"u","password":"p","private_key":"k"}"#
+            )),
+            "ambiguous_credentials"
+        );
+        assert_eq!(
+            code(json(
+                r#"{"hostname":"h","username":"u","password":"p","passphrase":"x"}"#
+            )),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(json(
+                r#"{"hostname":"h","username":"u","private_key":"  "}"#
+            )),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(json(r#"{"hostname":5,"username":"u","password":"p"}"#)),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(json(r#"{"hostname":"a b","username":"u","password":"p"}"#)),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(json(
+                r#"{"hostname":"h","username":"u","password":"p","term":"x;y"}"#
+            )),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(json(
+                r#"{"hostname":"h","username":"u","password":"p","pasword":"p"}"#
+            )),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(form("hostname=h&hostname=i&username=u&password=p")),
+            "invalid_field"
+        );
+    }
+
+    #[test]
+    fn ports() {
+        let with_port = |p: &str| {
+            json(&format!(
+                r#"{{"hostname":"h","username":"u","password":"p","port":{p}}}"#
+            ))
+        };
+        assert_eq!(with_port("65535").unwrap().target.port, 65535);
+        assert_eq!(with_port("\"2222\"").unwrap().target.port, 2222);
+        for bad in [
+            "0", "65536", "-1", "22.5", "\"\"", "\"22a\"", "\"-22\"", "true", "[22]", "1e3",
+        ] {
+            assert_eq!(code(with_port(bad)), "invalid_field", "port {bad}");
+        }
+        assert_eq!(
+            code(form("hostname=h&username=u&password=p&port=abc")),
+            "invalid_field"
+        );
+    }
+
+    #[test]
+    fn errors_never_echo_secrets() {
+        for body in [
+            r#"{"hostname":"h","username":"u","password":"SECRET-1","private_key":"SECRET-2"}"#,
+            r#"{"hostname":"h","username":"u","password":"SECRET-1","passphrase":"SECRET-2"}"#,
+            r#"{"hostname":"h","username":"u","password":"SECRET-1","port":"SECRET-2"}"#,
+            r#"{"hostname":"h","username":"u","password":"SECRET-1","SECRET-2":"x"}"#,
+        ] {
+            let err = json(body).unwrap_err();
+            assert!(!err.message.contains("SECRET"), "{}", err.message);
+        }
+    }
+}

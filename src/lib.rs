@@ -1,0 +1,30 @@
+//! alfresco-ssh: a web SSH gateway in one binary.
+//!
+//! A CI job or a person `POST`s SSH credentials to `/create-session` and gets a one-time
+//! URL; the browser that opens it gets an xterm.js terminal, bridged over a WebSocket to an
+//! SSH shell. Data flows one way through the modules:
+//!
+//! - `http`: the hyper service. Routes, create-session parsing, the embedded page.
+//! - `store`: pending sessions (target and credentials) under one-time ids, with expiry.
+//! - `ws`: the WebSocket side. Claims a pending session and runs it, speaking the
+//!   Socket.IO-lite `protocol`.
+//! - `ssh`: the bridge. One dedicated thread per live session owns the libssh2 session.
+//!
+//! Leaves used by all: `config` (checked settings), `request` (what a session asks for),
+//! `secret` (credentials that cannot leak). `server` ties them together; `main` only turns
+//! the command line into a `Config`.
+//!
+//! The HTTP and WebSocket contract is docs/PROTOCOL.md.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod http;
+pub mod request;
+pub mod secret;
+pub mod server;
+pub mod ssh;
+pub mod store;
+pub mod ws;
+
+pub use config::{Args, Config};
+pub use server::{Handle, Server};

@@ -1,0 +1,148 @@
+//! What a session asks for: where to connect, as whom, with which credentials.
+//!
+//! A leaf type shared by the layers: `http::api` builds it from a create-session body, the
+//! store holds it until a browser claims it, and `ssh` consumes it. Credentials are
+//! `Secret`s, so none of this can be logged or serialized by accident.
+
+use std::fmt;
+
+use crate::secret::Secret;
+
+/// The longest host name DNS allows.
+pub const MAX_HOSTNAME_LEN: usize = 253;
+/// Generous for user names (Linux allows 32) without letting a body smuggle megabytes.
+pub const MAX_USERNAME_LEN: usize = 256;
+/// Terminal type names are short (`xterm-256color`); the cap keeps them sane.
+pub const MAX_TERM_LEN: usize = 64;
+pub const DEFAULT_TERM: &str = "xterm-256color";
+
+/// A validated create-session request.
+#[derive(Debug)]
+pub struct SessionRequest {
+    pub target: Target,
+    pub credentials: Credentials,
+    pub term: String,
+}
+
+/// The SSH endpoint and account. Safe to log (see `Display`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// A DNS name or an IP literal (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "{}@[{}]:{}", self.username, self.host, self.port)
+        } else {
+            write!(f, "{}@{}:{}", self.username, self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Credentials {
+    Password(Secret<String>),
+    PrivateKey {
+        /// OpenSSH or PEM private key text.
+        key: Secret<String>,
+        passphrase: Option<Secret<String>>,
+    },
+}
+
+impl Credentials {
+    /// How the session authenticates, for logs.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Credentials::Password(_) => "password",
+            Credentials::PrivateKey { .. } => "publickey",
+        }
+    }
+}
+
+/// A host name or IP literal we are willing to hand to the resolver: no spaces, control
+/// characters or URL syntax, within DNS length limits. Returns it without IPv6 brackets.
+pub fn normalize_host(raw: &str) -> Option<String> {
+    if let Some(inner) = raw.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        // Brackets are only for IPv6 literals, as in URLs.
+        return inner
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok()
+            .then(|| inner.to_owned());
+    }
+    let host = raw;
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Some(host.to_owned());
+    }
+    let valid = !host.is_empty()
+        && host.len() <= MAX_HOSTNAME_LEN
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && !host.starts_with(['-', '.']);
+    valid.then(|| host.to_ascii_lowercase())
+}
+
+pub fn valid_username(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_USERNAME_LEN && !name.chars().any(char::is_control)
+}
+
+pub fn valid_term(term: &str) -> bool {
+    !term.is_empty()
+        && term.len() <= MAX_TERM_LEN
+        && term
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'+'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            normalize_host("Example.COM").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(normalize_host("10.0.0.5").as_deref(), Some("10.0.0.5"));
+        assert_eq!(normalize_host("[::1]").as_deref(), Some("::1"));
+        assert_eq!(normalize_host("::1").as_deref(), Some("::1"));
+        for bad in [
+            "",
+            "a b",
+            "-x",
+            ".x",
+            "a/b",
+            "a\n",
+            "h:22",
+            "[a.b]",
+            &"a".repeat(254),
+        ] {
+            assert_eq!(normalize_host(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn target_display_brackets_ipv6() {
+        let t = Target {
+            host: "::1".into(),
+            port: 22,
+            username: "u".into(),
+        };
+        assert_eq!(t.to_string(), "u@[::1]:22");
+    }
+
+    #[test]
+    fn usernames_and_terms() {
+        assert!(valid_username("deploy"));
+        assert!(!valid_username(""));
+        assert!(!valid_username("a\u{7}b"));
+        assert!(valid_term("xterm-256color"));
+        assert!(!valid_term("xterm;rm"));
+        assert!(!valid_term(""));
+    }
+}

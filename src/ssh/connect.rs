@@ -1,0 +1,163 @@
+//! The blocking start of a session, run on the bridge thread: SSH handshake, authentication
+//! and the PTY shell, each bounded by the connect deadline.
+//!
+//! Credentials are consumed here: the `SessionRequest` is moved in and dropped (zeroized)
+//! as soon as authentication is over, whatever its outcome.
+
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ssh2::{Channel, ErrorCode, ExtendedData, MethodType, Session};
+
+use super::error::{SshError, SshErrorKind};
+use crate::request::{Credentials, SessionRequest};
+
+// libssh2 error codes we tell apart (libssh2.h).
+const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+const LIBSSH2_ERROR_FILE: i32 = -16;
+const LIBSSH2_ERROR_AUTHENTICATION_FAILED: i32 = -18;
+const LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED: i32 = -19;
+
+/// AES-GCM first: through libssh2 it is markedly faster than chacha20-poly1305 on CPUs with
+/// AES-NI, and both are AEAD. The CTR modes stay for older servers.
+const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
+
+/// The locale asked for with `setenv`, as OpenSSH's `SendEnv LANG` would: the page is UTF-8.
+const REMOTE_LANG: &str = "C.UTF-8";
+
+/// The SSH socket, shared between libssh2 (which wants to own a stream) and the pump's
+/// `poll`, without duplicating the descriptor.
+pub struct SharedSocket(pub Arc<TcpStream>);
+
+impl AsRawFd for SharedSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// An authenticated session with a running PTY shell, still in blocking mode.
+pub struct Shell {
+    pub session: Session,
+    pub channel: Channel,
+    pub socket: Arc<TcpStream>,
+}
+
+/// Handshake, authenticate and start a shell of `cols`×`rows` before `deadline`.
+pub fn open_shell(
+    stream: TcpStream,
+    request: SessionRequest,
+    cols: u32,
+    rows: u32,
+    deadline: Instant,
+) -> Result<Shell, SshError> {
+    let socket = Arc::new(stream);
+    let mut session = Session::new().map_err(|e| failed("cannot create an SSH session", &e))?;
+    session.set_tcp_stream(SharedSocket(socket.clone()));
+    for dir in [MethodType::CryptCs, MethodType::CryptSc] {
+        // Unknown names are skipped by libssh2; an error here only means "keep the defaults".
+        let _ = session.method_pref(dir, CIPHERS);
+    }
+
+    set_timeout(&session, deadline)?;
+    session
+        .handshake()
+        .map_err(|e| map_error(&e, "SSH handshake failed"))?;
+
+    set_timeout(&session, deadline)?;
+    let SessionRequest {
+        target,
+        credentials,
+        term,
+    } = request;
+    authenticate(&session, &target.username, credentials)?;
+
+    set_timeout(&session, deadline)?;
+    let mut channel = session
+        .channel_session()
+        .map_err(|e| map_error(&e, "cannot open a channel"))?;
+    // A PTY merges stderr already; this keeps exec-style channels byte-complete too.
+    channel
+        .handle_extended_data(ExtendedData::Merge)
+        .map_err(|e| map_error(&e, "cannot set up the channel"))?;
+    // Servers may refuse the variable (AcceptEnv); the session works without it.
+    let _ = channel.setenv("LANG", REMOTE_LANG);
+    channel
+        .request_pty(&term, None, Some((cols, rows, 0, 0)))
+        .map_err(|e| map_error(&e, "the server refused a terminal"))?;
+    channel
+        .shell()
+        .map_err(|e| map_error(&e, "the server refused a shell"))?;
+    Ok(Shell {
+        session,
+        channel,
+        socket,
+    })
+}
+
+/// Consumes the credentials: they are dropped, and so wiped, when this returns.
+fn authenticate(
+    session: &Session,
+    username: &str,
+    credentials: Credentials,
+) -> Result<(), SshError> {
+    let result = match &credentials {
+        Credentials::Password(password) => session.userauth_password(username, password.expose()),
+        Credentials::PrivateKey { key, passphrase } => session.userauth_pubkey_memory(
+            username,
+            None,
+            key.expose(),
+            passphrase.as_ref().map(|p| p.expose().as_str()),
+        ),
+    };
+    drop(credentials);
+    match result {
+        Ok(()) if session.authenticated() => Ok(()),
+        Ok(()) => Err(SshError::new(
+            SshErrorKind::AuthFailed,
+            "authentication failed",
+        )),
+        Err(e) => Err(match e.code() {
+            ErrorCode::Session(LIBSSH2_ERROR_FILE) => SshError::new(
+                SshErrorKind::KeyInvalid,
+                "the private key cannot be read, or the passphrase is wrong",
+            ),
+            ErrorCode::Session(
+                LIBSSH2_ERROR_AUTHENTICATION_FAILED | LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED,
+            ) => SshError::new(SshErrorKind::AuthFailed, "authentication failed"),
+            _ => map_error(&e, "authentication failed"),
+        }),
+    }
+}
+
+fn set_timeout(session: &Session, deadline: Instant) -> Result<(), SshError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(SshError::new(
+            SshErrorKind::ConnectTimeout,
+            "the SSH server did not answer in time",
+        ));
+    }
+    // libssh2 treats 0 as "no timeout"; round up so a sliver of time is not infinite.
+    session.set_timeout(left.as_millis().clamp(1, u32::MAX as u128) as u32);
+    Ok(())
+}
+
+fn map_error(e: &ssh2::Error, context: &str) -> SshError {
+    match e.code() {
+        ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => SshError::new(
+            SshErrorKind::ConnectTimeout,
+            "the SSH server did not answer in time",
+        ),
+        _ => failed(context, e),
+    }
+}
+
+/// libssh2's own message helps an operator and holds no secrets (it never sees them in text).
+fn failed(context: &str, e: &ssh2::Error) -> SshError {
+    SshError::new(
+        SshErrorKind::SshFailed,
+        format!("{context}: {}", e.message()),
+    )
+}

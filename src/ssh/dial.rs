@@ -1,0 +1,167 @@
+//! Name resolution and the TCP connection, on the async side so that a browser that goes
+//! away (or a shutdown) cancels them at once instead of tying up a thread.
+//!
+//! Names are resolved by hickory (reading /etc/hosts and /etc/resolv.conf itself), not
+//! glibc's NSS: a statically linked binary cannot load NSS modules.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+
+use super::error::{SshError, SshErrorKind};
+
+/// TCP keepalive on the SSH socket, so a target that vanishes without a FIN is noticed.
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+pub struct Dialer {
+    /// `None` when the system resolver configuration could not be read; IP literals still work.
+    resolver: Option<TokioResolver>,
+}
+
+impl Dialer {
+    pub fn from_system() -> Self {
+        let resolver = TokioResolver::builder_tokio().and_then(|b| b.build());
+        if let Err(e) = &resolver {
+            tracing::warn!(error = %e, "cannot read the resolver configuration; only IP addresses will work as targets");
+        }
+        Dialer {
+            resolver: resolver.ok(),
+        }
+    }
+
+    /// Resolves `host` and connects to the first address that answers, by `deadline`.
+    pub async fn dial(
+        &self,
+        host: &str,
+        port: u16,
+        deadline: Instant,
+    ) -> Result<std::net::TcpStream, SshError> {
+        let addrs = timeout_at(deadline, self.resolve(host))
+            .await
+            .map_err(|_| {
+                SshError::new(
+                    SshErrorKind::ConnectTimeout,
+                    format!("resolving {host} timed out"),
+                )
+            })??;
+        let mut last = None;
+        for ip in addrs {
+            let addr = SocketAddr::new(ip, port);
+            match timeout_at(deadline, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => return prepare(stream),
+                Ok(Err(e)) => {
+                    last = Some(SshError::new(
+                        SshErrorKind::ConnectFailed,
+                        format!("cannot connect to {addr}: {}", describe(&e)),
+                    ))
+                }
+                Err(_) => {
+                    return Err(SshError::new(
+                        SshErrorKind::ConnectTimeout,
+                        format!("connecting to {addr} timed out"),
+                    ));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            SshError::new(SshErrorKind::DnsFailed, format!("{host} has no addresses"))
+        }))
+    }
+
+    async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, SshError> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let not_found = || SshError::new(SshErrorKind::DnsFailed, format!("cannot resolve {host}"));
+        // RFC 6761: `.invalid` never resolves, and must not leave the machine.
+        if host == "invalid" || host.ends_with(".invalid") {
+            return Err(not_found());
+        }
+        let resolver = self.resolver.as_ref().ok_or_else(not_found)?;
+        // A trailing dot makes the name absolute, so search domains are not tried.
+        let fqdn = if host.ends_with('.') {
+            host.to_owned()
+        } else {
+            format!("{host}.")
+        };
+        let lookup = resolver
+            .lookup_ip(fqdn.as_str())
+            .await
+            .map_err(|_| not_found())?;
+        let addrs: Vec<IpAddr> = lookup.iter().collect();
+        if addrs.is_empty() {
+            Err(not_found())
+        } else {
+            Ok(addrs)
+        }
+    }
+}
+
+/// Hands the socket to the blocking world with latency and liveness settings applied.
+fn prepare(stream: TcpStream) -> Result<std::net::TcpStream, SshError> {
+    let fail = |e: std::io::Error| {
+        SshError::new(
+            SshErrorKind::ConnectFailed,
+            format!("socket setup failed: {e}"),
+        )
+    };
+    // Keystrokes must not wait for Nagle.
+    stream.set_nodelay(true).map_err(fail)?;
+    let keepalive = TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL);
+    SockRef::from(&stream)
+        .set_tcp_keepalive(&keepalive)
+        .map_err(fail)?;
+    let std = stream.into_std().map_err(fail)?;
+    std.set_nonblocking(false).map_err(fail)?;
+    Ok(std)
+}
+
+fn describe(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "connection refused",
+        HostUnreachable => "host unreachable",
+        NetworkUnreachable => "network unreachable",
+        TimedOut => "timed out",
+        _ => "connection failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn invalid_tld_fails_without_a_query() {
+        let dialer = Dialer { resolver: None };
+        let err = dialer
+            .dial(
+                "nowhere.invalid",
+                22,
+                Instant::now() + Duration::from_secs(1),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, SshErrorKind::DnsFailed);
+    }
+
+    #[tokio::test]
+    async fn closed_port_is_connect_failed() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let dialer = Dialer { resolver: None };
+        let err = dialer
+            .dial("127.0.0.1", port, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, SshErrorKind::ConnectFailed);
+    }
+}

@@ -1,0 +1,66 @@
+//! `SshError`: why a session could not start or went away, with the stable code the
+//! WebSocket reports in `ssh-error`. Messages are for people and never hold credentials.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SshErrorKind {
+    DnsFailed,
+    ConnectFailed,
+    ConnectTimeout,
+    AuthFailed,
+    KeyInvalid,
+    SshFailed,
+    ConnectionLost,
+}
+
+impl SshErrorKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            SshErrorKind::DnsFailed => "dns_failed",
+            SshErrorKind::ConnectFailed => "connect_failed",
+            SshErrorKind::ConnectTimeout => "connect_timeout",
+            SshErrorKind::AuthFailed => "auth_failed",
+            SshErrorKind::KeyInvalid => "key_invalid",
+            SshErrorKind::SshFailed => "ssh_failed",
+            SshErrorKind::ConnectionLost => "connection_lost",
+        }
+    }
+
+    pub const ALL: [SshErrorKind; 7] = [
+        SshErrorKind::DnsFailed,
+        SshErrorKind::ConnectFailed,
+        SshErrorKind::ConnectTimeout,
+        SshErrorKind::AuthFailed,
+        SshErrorKind::KeyInvalid,
+        SshErrorKind::SshFailed,
+        SshErrorKind::ConnectionLost,
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshError {
+    pub kind: SshErrorKind,
+    pub message: String,
+}
+
+impl SshError {
+    pub fn new(kind: SshErrorKind, message: impl Into<String>) -> Self {
+        SshError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+}
+
+impl fmt::Display for SshError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code())
+    }
+}
+
+impl std::error::Error for SshError {}

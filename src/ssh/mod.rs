@@ -1,0 +1,15 @@
+//! The SSH side: each live session is a `Bridge` whose dedicated thread owns a blocking
+//! libssh2 session (ssh2 crate). `dial` resolves and connects on the async side; the thread
+//! (`connect`, then `pump`) does everything that touches libssh2.
+
+mod bridge;
+mod connect;
+mod dial;
+mod error;
+mod pump;
+mod wake;
+
+pub use bridge::{Bridge, BridgeEvent, ExitInfo, Input, InputPermit, InputSender, Start};
+pub use dial::Dialer;
+pub use error::{SshError, SshErrorKind};
+pub use pump::OUTPUT_CHUNK;

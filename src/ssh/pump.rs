@@ -1,0 +1,258 @@
+//! The bridge thread's steady state: shuttle bytes between a non-blocking libssh2 channel
+//! and the session's queues, sleeping in `poll(2)` on the SSH socket and the wake fd.
+//!
+//! Order of each turn: take queued input, write it, apply a resize, read output until
+//! libssh2 says WouldBlock (a packet libssh2 already buffered would never wake `poll`), then
+//! poll. When the output queue is full the thread stops reading the channel, so the SSH
+//! window pushes back on the remote program, but it keeps writing input (Ctrl-C gets
+//! through). It never busy-waits: with nothing to do it sleeps until a fd is ready.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::sync::atomic::Ordering;
+
+use bytes::{Buf, Bytes};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use ssh2::{BlockDirections, ErrorCode};
+use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
+
+use super::bridge::{BridgeEvent, ExitInfo, Input, Shared};
+use super::connect::Shell;
+use super::error::{SshError, SshErrorKind};
+
+/// Output is coalesced up to this many bytes per event (one WebSocket frame each).
+pub const OUTPUT_CHUNK: usize = 64 * 1024;
+/// SSH keepalive interval: keeps NAT and proxies from dropping an idle session.
+const KEEPALIVE_SECS: u32 = 30;
+const LIBSSH2_ERROR_EAGAIN: i32 = -37;
+
+/// How the pump ended.
+pub enum End {
+    /// The remote side closed the channel (shell exited, or EOF).
+    Remote,
+    /// The async side dropped the bridge: the browser left or the server is shutting down.
+    ClientGone,
+    Failed(SshError),
+}
+
+pub fn run(
+    shell: &mut Shell,
+    shared: &Shared,
+    input_rx: &mut mpsc::Receiver<Input>,
+    events_tx: &mpsc::Sender<BridgeEvent>,
+) -> End {
+    shell.session.set_keepalive(false, KEEPALIVE_SECS);
+    shell.session.set_blocking(false);
+    let mut read_buf = vec![0u8; OUTPUT_CHUNK];
+    let mut pending_input: VecDeque<Bytes> = VecDeque::new();
+    let mut pending_resize: Option<(u16, u16)> = None;
+    // An output chunk the full queue refused; nothing more is read until it is delivered.
+    let mut stalled: Option<BridgeEvent> = None;
+
+    loop {
+        if shared.closing.load(Ordering::Acquire) {
+            return End::ClientGone;
+        }
+        loop {
+            match input_rx.try_recv() {
+                Ok(Input::Data(bytes)) => pending_input.push_back(bytes),
+                Ok(Input::Resize { cols, rows }) => pending_resize = Some((cols, rows)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return End::ClientGone,
+            }
+        }
+
+        if let Err(e) = write_input(&mut shell.channel, &mut pending_input) {
+            return End::Failed(lost(&e));
+        }
+        if let Some((cols, rows)) = pending_resize {
+            match shell
+                .channel
+                .request_pty_size(cols.into(), rows.into(), None, None)
+            {
+                Ok(()) => pending_resize = None,
+                Err(e) if e.code() == ErrorCode::Session(LIBSSH2_ERROR_EAGAIN) => {}
+                Err(e) => return End::Failed(lost(&e.into())),
+            }
+        }
+
+        // Deliver what is stalled before reading more, keeping output in order.
+        if let Some(event) = stalled.take() {
+            match try_deliver(event, shared, events_tx) {
+                Delivery::Sent => {}
+                Delivery::Full(event) => stalled = Some(event),
+                Delivery::Gone => return End::ClientGone,
+            }
+        }
+        let mut more_to_read = false;
+        if stalled.is_none() {
+            let (filled, state) = match read_output(&mut shell.channel, &mut read_buf) {
+                Ok(read) => read,
+                Err(e) => return End::Failed(lost(&e)),
+            };
+            if filled > 0 {
+                let event = BridgeEvent::Output(Bytes::copy_from_slice(&read_buf[..filled]));
+                match try_deliver(event, shared, events_tx) {
+                    Delivery::Sent => {}
+                    Delivery::Full(event) => stalled = Some(event),
+                    Delivery::Gone => return End::ClientGone,
+                }
+            }
+            match state {
+                ReadState::Eof => {
+                    if let Some(event) = stalled.take() {
+                        // The end is near: waiting here is bounded by the async side, which
+                        // drains events until it drops the receiver.
+                        if events_tx.blocking_send(event).is_err() {
+                            return End::ClientGone;
+                        }
+                    }
+                    return End::Remote;
+                }
+                ReadState::BufferFull => more_to_read = stalled.is_none(),
+                ReadState::WouldBlock => {}
+            }
+        }
+        if more_to_read {
+            continue;
+        }
+
+        // Ask libssh2 what it waits for only when something is held back by it.
+        let mut socket_flags = PollFlags::empty();
+        if stalled.is_none() {
+            socket_flags |= PollFlags::IN;
+        }
+        if !pending_input.is_empty() || pending_resize.is_some() {
+            socket_flags |= match shell.session.block_directions() {
+                BlockDirections::Inbound => PollFlags::IN,
+                BlockDirections::Outbound => PollFlags::OUT,
+                BlockDirections::Both => PollFlags::IN | PollFlags::OUT,
+                BlockDirections::None => PollFlags::empty(),
+            };
+        }
+        let next_keepalive = shell
+            .session
+            .keepalive_send()
+            .unwrap_or(KEEPALIVE_SECS)
+            .max(1);
+        let timeout = Timespec {
+            tv_sec: next_keepalive.into(),
+            tv_nsec: 0,
+        };
+        let mut fds = [
+            PollFd::new(&shared.wake, PollFlags::IN),
+            PollFd::new(&*shell.socket, socket_flags),
+        ];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                return End::Failed(SshError::new(
+                    SshErrorKind::SshFailed,
+                    format!("poll failed: {e}"),
+                ));
+            }
+        }
+        if !fds[0].revents().is_empty() {
+            shared.wake.clear();
+        }
+    }
+}
+
+/// Writes queued input until it is all sent or libssh2 would block. A partial write is
+/// retried later with the same remaining bytes, as libssh2 requires.
+fn write_input(channel: &mut ssh2::Channel, pending: &mut VecDeque<Bytes>) -> io::Result<()> {
+    while let Some(front) = pending.front_mut() {
+        match channel.write(front) {
+            Ok(n) => {
+                front.advance(n);
+                if front.is_empty() {
+                    pending.pop_front();
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+enum ReadState {
+    WouldBlock,
+    BufferFull,
+    Eof,
+}
+
+/// Reads into `buf` until it is full, libssh2 would block, or the remote sent EOF.
+fn read_output(channel: &mut ssh2::Channel, buf: &mut [u8]) -> io::Result<(usize, ReadState)> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match channel.read(&mut buf[filled..]) {
+            Ok(0) => {
+                // Ok(0) is only EOF when libssh2 says so; otherwise nothing was ready.
+                let state = if channel.eof() {
+                    ReadState::Eof
+                } else {
+                    ReadState::WouldBlock
+                };
+                return Ok((filled, state));
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok((filled, ReadState::WouldBlock));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((filled, ReadState::BufferFull))
+}
+
+enum Delivery {
+    Sent,
+    Full(BridgeEvent),
+    Gone,
+}
+
+/// Queues an event without blocking. When the queue is full, asks the async side for a
+/// wake-up once it takes an event, then tries once more so that wake-up cannot be missed.
+fn try_deliver(
+    event: BridgeEvent,
+    shared: &Shared,
+    events_tx: &mpsc::Sender<BridgeEvent>,
+) -> Delivery {
+    let event = match events_tx.try_send(event) {
+        Ok(()) => return Delivery::Sent,
+        Err(TrySendError::Closed(_)) => return Delivery::Gone,
+        Err(TrySendError::Full(event)) => event,
+    };
+    shared.want_wake.store(true, Ordering::Release);
+    match events_tx.try_send(event) {
+        Ok(()) => Delivery::Sent,
+        Err(TrySendError::Closed(_)) => Delivery::Gone,
+        Err(TrySendError::Full(event)) => Delivery::Full(event),
+    }
+}
+
+fn lost(e: &io::Error) -> SshError {
+    SshError::new(
+        SshErrorKind::ConnectionLost,
+        format!("the connection to the SSH server was lost: {e}"),
+    )
+}
+
+/// Reads the exit status after EOF. Blocking with a short timeout: the status and CLOSE
+/// follow EOF closely, and a server that never sends them must not hold the thread.
+pub fn exit_info(shell: &mut Shell) -> ExitInfo {
+    shell.session.set_blocking(true);
+    shell.session.set_timeout(super::bridge::CLOSE_TIMEOUT_MS);
+    let _ = shell.channel.wait_close();
+    let exit_signal = shell.channel.exit_signal().ok().and_then(|s| s.exit_signal);
+    let exit_status = match shell.channel.exit_status() {
+        // libssh2 reports 0 when no status arrived; a signal death has no status.
+        Ok(status) if exit_signal.is_none() => Some(status),
+        _ => None,
+    };
+    ExitInfo {
+        exit_status,
+        exit_signal,
+    }
+}

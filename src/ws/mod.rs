@@ -1,0 +1,208 @@
+//! The WebSocket side: admission checks before the upgrade, then one task per socket that
+//! claims a pending session and bridges it to SSH (`session`), speaking the Socket.IO-lite
+//! format of `protocol`.
+//!
+//! Every refusal that can be known before the 101 (not an upgrade request, no capacity,
+//! shutting down) is answered as plain HTTP; the rest arrive as `ssh-error` events.
+
+mod protocol;
+mod session;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{
+    CONNECTION, HeaderMap, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ssh::{Dialer, SshErrorKind};
+use crate::store::Store;
+
+pub use protocol::{MAX_MESSAGE, name as event_name};
+
+/// What the WebSocket side needs from the server, and nothing more.
+pub struct Context {
+    pub store: Arc<Store>,
+    pub dialer: Dialer,
+    pub slots: Slots,
+    /// Live bridge threads, for leak checks and health.
+    pub threads: Arc<AtomicUsize>,
+    pub connect_timeout: Duration,
+    /// Cancelled when the server shuts down; live sessions end with `server_shutdown`.
+    pub shutdown: CancellationToken,
+    /// Upgraded sockets, which hyper no longer tracks, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// Why an upgrade was refused before the 101.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotWebSocket,
+    TooManySessions,
+    ShuttingDown,
+}
+
+/// Counts live sessions against `--max-sessions`. A slot is held from the claim of a
+/// session until its bridge thread has exited.
+pub struct Slots {
+    live: AtomicUsize,
+    max: usize,
+}
+
+pub struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    pub fn new(max: usize) -> Self {
+        Slots {
+            live: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.live() >= self.max
+    }
+
+    pub fn try_acquire(&self) -> Option<Slot<'_>> {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Every code the WebSocket side can send in `ssh-error` (documented in PROTOCOL.md).
+pub fn error_codes() -> Vec<&'static str> {
+    let mut codes = session::SESSION_ERROR_CODES.to_vec();
+    codes.extend(SshErrorKind::ALL.iter().map(|k| k.code()));
+    codes
+}
+
+/// Every code the WebSocket side can send in `warning`.
+pub fn warning_codes() -> &'static [&'static str] {
+    session::WARNING_CODES
+}
+
+/// Checks an upgrade request and, if it passes, answers 101 and serves the socket on a
+/// tracked task.
+pub fn upgrade<B>(
+    mut req: Request<B>,
+    ctx: Arc<Context>,
+) -> Result<Response<Full<Bytes>>, Refusal> {
+    let accept = websocket_key(req.headers())
+        .map(derive_accept_key)
+        .ok_or(Refusal::NotWebSocket)?;
+    if ctx.shutdown.is_cancelled() {
+        return Err(Refusal::ShuttingDown);
+    }
+    if ctx.slots.is_full() {
+        return Err(Refusal::TooManySessions);
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let tracker = ctx.tracker.clone();
+    tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(MAX_MESSAGE))
+                    .max_frame_size(Some(MAX_MESSAGE));
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                session::serve(ws, &ctx).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let mut res = Response::new(Full::default());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = res.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    Ok(res)
+}
+
+/// The `Sec-WebSocket-Key` of a valid version-13 upgrade request.
+fn websocket_key(headers: &HeaderMap) -> Option<&[u8]> {
+    let has_token = |name, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let version_ok = headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    (has_token(CONNECTION, "upgrade") && has_token(UPGRADE, "websocket") && version_ok)
+        .then(|| {
+            headers
+                .get(SEC_WEBSOCKET_KEY)
+                .map(|k| k.as_bytes())
+                .filter(|k| !k.is_empty())
+        })
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_cap_and_release() {
+        let slots = Slots::new(2);
+        let a = slots.try_acquire().unwrap();
+        let _b = slots.try_acquire().unwrap();
+        assert!(slots.try_acquire().is_none());
+        assert!(slots.is_full());
+        drop(a);
+        assert_eq!(slots.live(), 1);
+        assert!(slots.try_acquire().is_some());
+    }
+
+    #[test]
+    fn upgrade_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        assert!(websocket_key(&h).is_none());
+        h.insert(
+            SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        assert!(websocket_key(&h).is_some());
+        h.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert!(websocket_key(&h).is_none());
+    }
+}

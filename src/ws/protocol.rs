@@ -1,0 +1,294 @@
+//! The Socket.IO-lite codec: WebSocket frames to `ClientEvent`s and `ServerEvent`s to
+//! frames. Pure: no I/O, no session state, so every hostile frame is unit-tested here.
+//!
+//! Text frames are JSON arrays `[event, data]`; terminal bytes travel in binary frames in
+//! both directions. Unknown event names decode to `ClientEvent::Unknown` (answered with a
+//! warning, not a dropped session), malformed frames to a `ProtocolError`.
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+use crate::ssh::ExitInfo;
+
+/// Largest WebSocket frame or message the server reads: a big paste, not a file transfer.
+pub const MAX_MESSAGE: usize = 1024 * 1024;
+/// Terminal sizes outside this range are a client bug (or an attack on the PTY).
+pub const MAX_DIMENSION: u16 = 1000;
+pub const DEFAULT_COLS: u16 = 80;
+pub const DEFAULT_ROWS: u16 = 24;
+
+/// Event names, as they appear on the wire (and in docs/PROTOCOL.md).
+pub mod name {
+    pub const START_SESSION: &str = "start-session";
+    pub const SSH_INPUT: &str = "ssh-input";
+    pub const RESIZE: &str = "resize";
+    pub const CONNECTION_READY: &str = "connection-ready";
+    pub const SSH_OUTPUT: &str = "ssh-output";
+    pub const SSH_CLOSED: &str = "ssh-closed";
+    pub const SSH_ERROR: &str = "ssh-error";
+    pub const WARNING: &str = "warning";
+    pub const ALL: [&str; 8] = [
+        START_SESSION,
+        SSH_INPUT,
+        RESIZE,
+        CONNECTION_READY,
+        SSH_OUTPUT,
+        SSH_CLOSED,
+        SSH_ERROR,
+        WARNING,
+    ];
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    StartSession {
+        id: Uuid,
+        cols: u16,
+        rows: u16,
+    },
+    /// Keystrokes or paste, from `ssh-input` text or a binary frame.
+    Input(Bytes),
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
+    Unknown(String),
+}
+
+/// A frame that is not a valid event. Always answered with `bad_message`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProtocolError(pub String);
+
+pub fn decode_text(text: &str) -> Result<ClientEvent, ProtocolError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|_| bad("a text frame must be a JSON array [event, data]"))?;
+    let Value::Array(mut items) = value else {
+        return Err(bad("a text frame must be a JSON array [event, data]"));
+    };
+    if items.is_empty() || items.len() > 2 {
+        return Err(bad("a text frame must be a JSON array [event, data]"));
+    }
+    let data = if items.len() == 2 { items.pop() } else { None };
+    let Some(Value::String(event)) = items.pop() else {
+        return Err(bad("the event name must be a string"));
+    };
+    match event.as_str() {
+        name::START_SESSION => {
+            let data = data.ok_or_else(|| bad("start-session needs {\"id\": …}"))?;
+            let id = data
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(|| bad("start-session needs a session id"))?;
+            let (cols, rows) = size(&data, true)?;
+            Ok(ClientEvent::StartSession { id, cols, rows })
+        }
+        name::SSH_INPUT => match data {
+            Some(Value::String(s)) => Ok(ClientEvent::Input(Bytes::from(s))),
+            _ => Err(bad("ssh-input data must be a string")),
+        },
+        name::RESIZE => {
+            let data = data.ok_or_else(|| bad("resize needs {\"cols\", \"rows\"}"))?;
+            let (cols, rows) = size(&data, false)?;
+            Ok(ClientEvent::Resize { cols, rows })
+        }
+        _ => Ok(ClientEvent::Unknown(event)),
+    }
+}
+
+/// Binary frames are raw input bytes.
+pub fn decode_binary(bytes: Bytes) -> ClientEvent {
+    ClientEvent::Input(bytes)
+}
+
+/// Reads `cols` and `rows`; with `defaults`, missing ones take 80×24.
+fn size(data: &Value, defaults: bool) -> Result<(u16, u16), ProtocolError> {
+    let dim = |key: &str, default: u16| -> Result<u16, ProtocolError> {
+        match data.get(key) {
+            None | Some(Value::Null) if defaults => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=u64::from(MAX_DIMENSION)).contains(n))
+                .map(|n| n as u16)
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "{key} must be an integer from 1 to {MAX_DIMENSION}"
+                    ))
+                }),
+            None => Err(bad(&format!("{key} is required"))),
+        }
+    };
+    if !data.is_object() {
+        return Err(bad("event data must be an object"));
+    }
+    Ok((dim("cols", DEFAULT_COLS)?, dim("rows", DEFAULT_ROWS)?))
+}
+
+fn bad(message: &str) -> ProtocolError {
+    ProtocolError(message.to_owned())
+}
+
+#[derive(Debug)]
+pub enum ServerEvent<'a> {
+    ConnectionReady { cols: u16, rows: u16 },
+    Output(Bytes),
+    Closed(&'a ExitInfo),
+    Error { code: &'a str, message: &'a str },
+    Warning { code: &'a str, message: &'a str },
+}
+
+impl ServerEvent<'_> {
+    pub fn encode(&self) -> Message {
+        let event = |name: &str, data: Value| Message::text(json!([name, data]).to_string());
+        match self {
+            ServerEvent::Output(bytes) => Message::Binary(bytes.clone()),
+            ServerEvent::ConnectionReady { cols, rows } => {
+                event(name::CONNECTION_READY, json!({"cols": cols, "rows": rows}))
+            }
+            ServerEvent::Closed(info) => event(
+                name::SSH_CLOSED,
+                json!({"exit_status": info.exit_status, "exit_signal": info.exit_signal, "reason": info.reason()}),
+            ),
+            ServerEvent::Error { code, message } => {
+                event(name::SSH_ERROR, json!({"code": code, "message": message}))
+            }
+            ServerEvent::Warning { code, message } => {
+                event(name::WARNING, json!({"code": code, "message": message}))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "5b0e6f1c-9c1f-4a57-b2a2-3f1d2e4c5a6b";
+
+    #[test]
+    fn start_session() {
+        let ev = decode_text(&format!(
+            r#"["start-session",{{"id":"{ID}","cols":120,"rows":40}}]"#
+        ))
+        .unwrap();
+        assert_eq!(
+            ev,
+            ClientEvent::StartSession {
+                id: ID.parse().unwrap(),
+                cols: 120,
+                rows: 40
+            }
+        );
+        let ev = decode_text(&format!(r#"["start-session",{{"id":"{ID}"}}]"#)).unwrap();
+        assert_eq!(
+            ev,
+            ClientEvent::StartSession {
+                id: ID.parse().unwrap(),
+                cols: 80,
+                rows: 24
+            }
+        );
+    }
+
+    #[test]
+    fn input_and_resize() {
+        assert_eq!(
+            decode_text(r#"["ssh-input","ls\r"]"#).unwrap(),
+            ClientEvent::Input(Bytes::from_static(b"ls\r"))
+        );
+        assert_eq!(
+            decode_text(r#"["ssh-input","é€😀"]"#).unwrap(),
+            ClientEvent::Input(Bytes::from("é€😀"))
+        );
+        assert_eq!(
+            decode_text(r#"["resize",{"cols":1,"rows":1000}]"#).unwrap(),
+            ClientEvent::Resize {
+                cols: 1,
+                rows: 1000
+            }
+        );
+        assert_eq!(
+            decode_binary(Bytes::from_static(b"\x03")),
+            ClientEvent::Input(Bytes::from_static(b"\x03"))
+        );
+    }
+
+    #[test]
+    fn unknown_events_are_values() {
+        assert_eq!(
+            decode_text(r#"["ping"]"#).unwrap(),
+            ClientEvent::Unknown("ping".into())
+        );
+        assert_eq!(
+            decode_text(r#"["x",{"a":1}]"#).unwrap(),
+            ClientEvent::Unknown("x".into())
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for text in [
+            "",
+            "not json",
+            "{}",
+            "[]",
+            "[1,2]",
+            r#"["a","b","c"]"#,
+            r#"{"event":"ssh-input"}"#,
+            r#"["ssh-input"]"#,
+            r#"["ssh-input",5]"#,
+            r#"["resize"]"#,
+            r#"["resize",{"cols":0,"rows":10}]"#,
+            r#"["resize",{"cols":10,"rows":1001}]"#,
+            r#"["resize",{"cols":-1,"rows":10}]"#,
+            r#"["resize",{"cols":1.5,"rows":10}]"#,
+            r#"["resize",{"cols":"80","rows":10}]"#,
+            r#"["resize",{"cols":80}]"#,
+            r#"["resize",[80,24]]"#,
+            r#"["start-session"]"#,
+            r#"["start-session",{"id":"nope"}]"#,
+            r#"["start-session",{"id":5}]"#,
+            r#"["start-session","5b0e6f1c-9c1f-4a57-b2a2-3f1d2e4c5a6b"]"#,
+            "[\"ssh-input\",\"\\ud800\"]",
+        ] {
+            assert!(decode_text(text).is_err(), "{text:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(decode_text(&text).is_err());
+    }
+
+    #[test]
+    fn encode() {
+        let text = |m: Message| m.into_text().unwrap().to_string();
+        assert_eq!(
+            text(ServerEvent::ConnectionReady { cols: 80, rows: 24 }.encode()),
+            r#"["connection-ready",{"cols":80,"rows":24}]"#
+        );
+        let info = ExitInfo {
+            exit_status: Some(3),
+            exit_signal: None,
+        };
+        assert_eq!(
+            text(ServerEvent::Closed(&info).encode()),
+            r#"["ssh-closed",{"exit_signal":null,"exit_status":3,"reason":"exited"}]"#
+        );
+        let msg = ServerEvent::Error {
+            code: "auth_failed",
+            message: "authentication \"failed\"",
+        }
+        .encode();
+        assert_eq!(
+            text(msg),
+            r#"["ssh-error",{"code":"auth_failed","message":"authentication \"failed\""}]"#
+        );
+        assert!(
+            matches!(ServerEvent::Output(Bytes::from_static(b"\xff\x00")).encode(), Message::Binary(b) if &b[..] == b"\xff\x00")
+        );
+    }
+}

@@ -1,0 +1,321 @@
+//! One WebSocket, one session: wait for `start-session`, claim the pending request, connect,
+//! then shuttle events between the socket and the `Bridge` until one side ends.
+//!
+//! The loop never blocks one direction on the other: while input waits for room in the
+//! bridge's queue, output keeps flowing (a remote program that stops reading stdin while it
+//! floods stdout must not deadlock the session). Every wait is bounded.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::Context;
+use super::protocol::{self, ClientEvent, ServerEvent};
+use crate::ssh::{Bridge, BridgeEvent, ExitInfo, Input, Start};
+
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// The client must say which session it wants this soon after the upgrade.
+const START_DEADLINE: Duration = Duration::from_secs(10);
+/// A client that takes no bytes for this long is gone; its session ends.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pings keep proxies from closing an idle socket and find dead clients.
+const PING_INTERVAL: Duration = Duration::from_secs(25);
+/// How long the closing handshake may take before the socket is simply dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+pub const SESSION_ERROR_CODES: &[&str] = &[
+    "unknown_session",
+    "bad_message",
+    "start_timeout",
+    "message_too_large",
+    "too_many_sessions",
+    "server_shutdown",
+];
+pub const WARNING_CODES: &[&str] = &["unknown_event", "already_started"];
+
+/// Why a session ends, and what the client is told.
+enum Outcome {
+    Closed(ExitInfo),
+    Error {
+        code: &'static str,
+        message: String,
+        close: CloseCode,
+    },
+    ClientGone,
+}
+
+impl Outcome {
+    fn error(code: &'static str, message: impl Into<String>, close: CloseCode) -> Self {
+        Outcome::Error {
+            code,
+            message: message.into(),
+            close,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Closed(info) => info.reason(),
+            Outcome::Error { code, .. } => code,
+            Outcome::ClientGone => "client_gone",
+        }
+    }
+}
+
+fn bad_message(message: impl Into<String>) -> Outcome {
+    Outcome::error("bad_message", message, CloseCode::Policy)
+}
+
+fn read_error(e: &WsError) -> Outcome {
+    match e {
+        WsError::Capacity(_) => Outcome::error(
+            "message_too_large",
+            "message too large (limit 1 MiB)",
+            CloseCode::Size,
+        ),
+        _ => Outcome::ClientGone,
+    }
+}
+
+pub async fn serve(mut ws: Socket, ctx: &Context) {
+    let span = tracing::info_span!("session", id = tracing::field::Empty);
+    let outcome = run(&mut ws, ctx, &span).instrument(span.clone()).await;
+    finish(&mut ws, &outcome).instrument(span).await;
+}
+
+async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
+    let (id, cols, rows) = match tokio::time::timeout(START_DEADLINE, wait_for_start(ws)).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(outcome)) => return outcome,
+        Err(_) => {
+            return Outcome::error(
+                "start_timeout",
+                "no start-session within 10 seconds",
+                CloseCode::Policy,
+            );
+        }
+    };
+    // Only the first 8 characters: the full id is a capability and stays out of logs.
+    span.record("id", &id.simple().to_string()[..8]);
+    let Some(request) = ctx.store.take(&id) else {
+        return Outcome::error(
+            "unknown_session",
+            "this session link is unknown, already used or expired",
+            CloseCode::Policy,
+        );
+    };
+    let Some(_slot) = ctx.slots.try_acquire() else {
+        return Outcome::error(
+            "too_many_sessions",
+            "the gateway is at its session limit; try again later",
+            CloseCode::Again,
+        );
+    };
+    let target = request.target.clone();
+    tracing::info!(%target, auth = request.credentials.method(), "session claimed");
+    let started = Instant::now();
+
+    let deadline = tokio::time::Instant::now() + ctx.connect_timeout;
+    let dialed = tokio::select! {
+        dialed = ctx.dialer.dial(&target.host, target.port, deadline) => dialed,
+        () = ctx.shutdown.cancelled() => return shutdown(),
+    };
+    let stream = match dialed {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::info!(code = e.code(), "connect failed");
+            return Outcome::error(e.code(), e.message, CloseCode::Error);
+        }
+    };
+    let start = Start {
+        stream,
+        request,
+        cols,
+        rows,
+        deadline: deadline.into_std(),
+    };
+    let bridge = match Bridge::spawn(start, &ctx.threads) {
+        Ok(bridge) => bridge,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a bridge thread");
+            return Outcome::error(
+                "ssh_failed",
+                "the gateway cannot start a session now",
+                CloseCode::Error,
+            );
+        }
+    };
+    let mut counts = Counts::default();
+    let outcome = pump(ws, ctx, &mut { bridge }, &mut counts).await;
+    tracing::info!(
+        outcome = outcome.label(),
+        secs = started.elapsed().as_secs_f32(),
+        bytes_in = counts.bytes_in,
+        bytes_out = counts.bytes_out,
+        "session ended"
+    );
+    outcome
+}
+
+/// Reads until `start-session`. Input or garbage before it is a protocol error.
+async fn wait_for_start(ws: &mut Socket) -> Result<(Uuid, u16, u16), Outcome> {
+    loop {
+        let message = match ws.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => return Err(read_error(&e)),
+            None => return Err(Outcome::ClientGone),
+        };
+        match message {
+            Message::Text(text) => match protocol::decode_text(&text) {
+                Ok(ClientEvent::StartSession { id, cols, rows }) => return Ok((id, cols, rows)),
+                Ok(ClientEvent::Unknown(name)) => warn_unknown(ws, &name).await,
+                Ok(_) => return Err(bad_message("start-session must be the first message")),
+                Err(e) => return Err(bad_message(e.0)),
+            },
+            Message::Binary(_) => {
+                return Err(bad_message("start-session must be the first message"));
+            }
+            Message::Close(_) => return Err(Outcome::ClientGone),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// The live session: until the remote side ends, the client leaves, or the server stops.
+async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut Counts) -> Outcome {
+    let input = bridge.input();
+    let mut pending: Option<Input> = None;
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    loop {
+        tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => return shutdown(),
+            event = bridge.next_event() => {
+                let message = match event {
+                    Some(BridgeEvent::Output(bytes)) => {
+                        counts.bytes_out += bytes.len() as u64;
+                        ServerEvent::Output(bytes).encode()
+                    }
+                    Some(BridgeEvent::Ready { cols, rows }) => {
+                        tracing::info!("shell ready");
+                        ServerEvent::ConnectionReady { cols, rows }.encode()
+                    }
+                    Some(BridgeEvent::Closed(info)) => return Outcome::Closed(info),
+                    Some(BridgeEvent::Failed(e)) => {
+                        tracing::info!(code = e.code(), error = %e.message, "ssh failed");
+                        return Outcome::error(e.code(), e.message, CloseCode::Error);
+                    }
+                    None => return Outcome::error("ssh_failed", "the SSH session ended unexpectedly", CloseCode::Error),
+                };
+                if !send(ws, message).await {
+                    return Outcome::ClientGone;
+                }
+            }
+            permit = input.reserve(), if pending.is_some() => match permit {
+                Some(permit) => permit.send(pending.take().expect("guarded by pending.is_some()")),
+                // The thread is gone; its last event says why.
+                None => pending = None,
+            },
+            message = ws.next(), if pending.is_none() => {
+                let event = match message {
+                    Some(Ok(Message::Text(text))) => protocol::decode_text(&text),
+                    Some(Ok(Message::Binary(bytes))) => Ok(protocol::decode_binary(bytes)),
+                    Some(Ok(Message::Close(_))) | None => return Outcome::ClientGone,
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return read_error(&e),
+                };
+                match event {
+                    Ok(ClientEvent::Input(bytes)) if bytes.is_empty() => {}
+                    Ok(ClientEvent::Input(bytes)) => {
+                        counts.bytes_in += bytes.len() as u64;
+                        pending = Some(Input::Data(bytes));
+                    }
+                    Ok(ClientEvent::Resize { cols, rows }) => pending = Some(Input::Resize { cols, rows }),
+                    Ok(ClientEvent::StartSession { .. }) => {
+                        let warning = ServerEvent::Warning { code: "already_started", message: "this socket already has a session" };
+                        if !send(ws, warning.encode()).await {
+                            return Outcome::ClientGone;
+                        }
+                    }
+                    Ok(ClientEvent::Unknown(name)) => warn_unknown(ws, &name).await,
+                    Err(e) => return bad_message(e.0),
+                }
+            }
+            _ = ping.tick() => {
+                if !send(ws, Message::Ping(Default::default())).await {
+                    return Outcome::ClientGone;
+                }
+            }
+        }
+    }
+}
+
+fn shutdown() -> Outcome {
+    Outcome::error(
+        "server_shutdown",
+        "the gateway is shutting down",
+        CloseCode::Away,
+    )
+}
+
+async fn warn_unknown(ws: &mut Socket, name: &str) {
+    tracing::debug!(event = name, "unknown event ignored");
+    let _ = send(
+        ws,
+        ServerEvent::Warning {
+            code: "unknown_event",
+            message: "unknown event ignored",
+        }
+        .encode(),
+    )
+    .await;
+}
+
+/// Sends one message; `false` when the client is gone or stopped reading.
+async fn send(ws: &mut Socket, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, ws.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Tells the client how it ended and closes the socket, within `CLOSE_WAIT`.
+async fn finish(ws: &mut Socket, outcome: &Outcome) {
+    let (event, code) = match outcome {
+        Outcome::ClientGone => return,
+        Outcome::Closed(info) => (ServerEvent::Closed(info).encode(), CloseCode::Normal),
+        Outcome::Error {
+            code,
+            message,
+            close,
+        } => (ServerEvent::Error { code, message }.encode(), *close),
+    };
+    let close = async {
+        ws.send(event).await?;
+        ws.close(Some(CloseFrame {
+            code,
+            reason: "".into(),
+        }))
+        .await?;
+        // Wait for the client's close frame so the close handshake completes.
+        while ws.next().await.is_some_and(|m| m.is_ok()) {}
+        Ok::<_, WsError>(())
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, close).await;
+}
