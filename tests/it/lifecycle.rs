@@ -1,0 +1,148 @@
+//! Every way a session ends frees its thread, channel, socket and remote shell.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::gateway::Gateway;
+use crate::support::sshd::Sshd;
+use crate::support::term::{PROMPT, Term};
+use crate::support::{WAIT, password_body};
+
+/// The PID of the session's remote shell (the sshd is on this machine).
+async fn shell_pid(term: &mut Term) -> u32 {
+    term.run("echo $$").await.trim().parse().expect("a pid")
+}
+
+async fn assert_process_gone(pid: u32) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        // A zombie (state Z) has exited; PID 1 here may not reap it.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if status.is_empty() || status.contains("State:\tZ") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "remote shell {pid} is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_vanishes_mid_output() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+    term.ready().await;
+    let pid = shell_pid(&mut term).await;
+    term.input("yes flood\r").await;
+    term.wait_for("flood\r\nflood\r\nflood\r\n").await;
+    term.vanish();
+    gw.assert_idle().await;
+    assert_process_gone(pid).await;
+}
+
+/// A slow reader stalls the output, not the input: Ctrl-C still stops a flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_flows_while_output_is_stalled() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+    term.ready().await;
+    term.input("yes flood\r").await;
+    term.wait_for("flood\r\n").await;
+    // Not reading for a while fills every queue between `yes` and this socket.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    term.send(tokio_tungstenite::tungstenite::Message::binary(vec![3u8]))
+        .await;
+    term.wait_for(&format!("^C\r\n{PROMPT}")).await;
+    assert_eq!(term.run("echo after").await, "after\r\n");
+    term.close().await;
+    gw.assert_idle().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sshd_dies_mid_session() {
+    let mut sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+    term.ready().await;
+    sshd.stop();
+    let (message, close) = term.expect_error("connection_lost").await;
+    assert_eq!(close, Some(1011));
+    assert!(message.contains("lost"), "{message}");
+    gw.assert_idle().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_ends_session_with_signal_name() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+    term.ready().await;
+    term.input("kill -KILL $$\r").await;
+    let closed = term.expect("ssh-closed").await;
+    assert_eq!(closed["reason"], "signalled", "{closed}");
+    assert_eq!(closed["exit_signal"], "KILL", "{closed}");
+    assert_eq!(term.expect_close().await, Some(1000));
+    gw.assert_idle().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_shutdown_tells_live_sessions() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+    term.ready().await;
+    let pid = shell_pid(&mut term).await;
+    let handle = gw.handle.clone();
+    let stopping = tokio::spawn(gw.stop());
+    assert_eq!(term.expect_error("server_shutdown").await.1, Some(1001));
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("stops in time")
+        .unwrap();
+    assert_eq!((handle.live(), handle.bridge_threads()), (0, 0));
+    assert_process_gone(pid).await;
+}
+
+/// A loopback listener that accepts and never speaks SSH: the handshake hangs.
+fn tarpit() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_timeout() {
+    let (_listener, port) = tarpit();
+    let gw = Gateway::start_with(|c| c.connect_timeout = Duration::from_millis(500)).await;
+    let body = json!({"hostname": "127.0.0.1", "port": port, "username": "u", "password": "p"});
+    let mut term = gw.open(&body, 80, 24).await;
+    assert_eq!(term.expect_error("connect_timeout").await.1, Some(1011));
+    gw.assert_idle().await;
+}
+
+/// Closing the tab while the handshake hangs frees the thread at once, not at the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_leaves_during_handshake() {
+    let (listener, port) = tarpit();
+    let gw = Gateway::start_with(|c| c.connect_timeout = Duration::from_secs(600)).await;
+    let body = json!({"hostname": "127.0.0.1", "port": port, "username": "u", "password": "p"});
+    let term = gw.open(&body, 80, 24).await;
+    // The gateway's TCP connection reached the tarpit: the bridge thread is in the handshake.
+    listener.set_nonblocking(false).unwrap();
+    let (_conn, _) = listener.accept().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while gw.handle.bridge_threads() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no bridge thread started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    term.close().await;
+    gw.assert_idle().await;
+}

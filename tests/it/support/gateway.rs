@@ -1,0 +1,229 @@
+//! The gateway in-process on an ephemeral loopback port, and a minimal HTTP/1.1 client for
+//! it (one request per connection, `Connection: close`, every read bounded by `WAIT`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use alfresco_ssh::{Config, Handle, Server};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::WAIT;
+use super::term::Term;
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub handle: Handle,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `error.code` of a JSON error answer.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {}", self.json()))
+            .to_owned()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Gateway {
+    pub async fn start() -> Gateway {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Gateway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = Config::new(addr);
+        configure(&mut config);
+        let server = Server::new(&config);
+        let handle = server.handle();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async {
+            let _ = rx.await;
+        }));
+        Gateway {
+            addr,
+            handle,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Sends one raw request (`head` without the final blank line) and reads the response.
+    pub async fn raw(&self, head: &str, body: &[u8]) -> HttpResponse {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        let request = format!(
+            "{head}\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // The server may answer (e.g. 413) before reading all of a large body.
+        let _ = stream.write_all(body).await;
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+            .await
+            .expect("response in time")
+            .ok();
+        parse_response(&response)
+    }
+
+    pub async fn get(&self, path: &str) -> HttpResponse {
+        self.raw(&format!("GET {path} HTTP/1.1"), b"").await
+    }
+
+    pub async fn post(&self, path: &str, content_type: &str, body: &[u8]) -> HttpResponse {
+        self.raw(
+            &format!("POST {path} HTTP/1.1\r\nContent-Type: {content_type}"),
+            body,
+        )
+        .await
+    }
+
+    pub async fn create(&self, body: &Value) -> HttpResponse {
+        self.post(
+            "/create-session",
+            "application/json",
+            body.to_string().as_bytes(),
+        )
+        .await
+    }
+
+    /// Creates a session and returns its id, asserting the 201 answer's shape.
+    pub async fn create_id(&self, body: &Value) -> String {
+        let res = self.create(body).await;
+        assert_eq!(res.status, 201, "create-session: {}", res.text());
+        let json = res.json();
+        let id = json["id"].as_str().expect("id").to_owned();
+        assert_eq!(
+            json["url"].as_str().unwrap(),
+            format!("http://{}/{id}", self.addr)
+        );
+        assert!(json["expires_at"].as_str().unwrap().ends_with('Z'));
+        id
+    }
+
+    /// A WebSocket on `/ws`, not yet started.
+    pub async fn ws(&self) -> Term {
+        Term::connect(self.addr).await
+    }
+
+    /// Creates a session from `body` and starts it on a new socket at `cols`×`rows`.
+    pub async fn open(&self, body: &Value, cols: u16, rows: u16) -> Term {
+        let id = self.create_id(body).await;
+        let mut term = self.ws().await;
+        term.start(&id, cols, rows).await;
+        term
+    }
+
+    /// Waits until no session is live and no bridge thread runs: nothing leaked.
+    pub async fn assert_idle(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (live, threads) = (self.handle.live(), self.handle.bridge_threads());
+            if live == 0 && threads == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still {live} live sessions and {threads} bridge threads"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Shuts the server down and waits for `run` to return.
+    pub async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).ok();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("server stops in time")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {raw:?}"));
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&raw[end + 2..end + 2 + size]);
+        raw = &raw[end + 2 + size + 2..];
+    }
+    out
+}

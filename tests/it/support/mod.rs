@@ -1,0 +1,38 @@
+//! Shared test support: a real OpenSSH sshd (`sshd`), the gateway running in-process on
+//! `127.0.0.1:0` (`gateway`), and clients that speak its HTTP and WebSocket contract.
+
+#![allow(dead_code)] // each test file uses a different part of the support
+
+pub mod gateway;
+pub mod sshd;
+pub mod term;
+
+use std::time::Duration;
+
+/// Bounds every wait in the tests: long enough for a loaded CI machine, short enough to
+/// fail instead of hanging.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A session body for the test user with a password.
+pub fn password_body(sshd: &sshd::Sshd) -> serde_json::Value {
+    serde_json::json!({
+        "hostname": "127.0.0.1",
+        "port": sshd.addr().port(),
+        "username": sshd::TEST_USER,
+        "password": sshd::test_password(),
+    })
+}
+
+/// A session body for the test user with a private key (and optional passphrase).
+pub fn key_body(sshd: &sshd::Sshd, key: &str, passphrase: Option<&str>) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "hostname": "127.0.0.1",
+        "port": sshd.addr().port(),
+        "username": sshd::TEST_USER,
+        "private_key": key,
+    });
+    if let Some(p) = passphrase {
+        body["passphrase"] = p.into();
+    }
+    body
+}

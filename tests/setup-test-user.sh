@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Prepares this machine for the integration tests' throw-away sshd (tests/it/support/sshd.rs):
+# a local account `alfresco-test` with a known prompt and a random password that only root can
+# read. Idempotent: run by `make test` and CI before the tests, safe to run again. Run as root.
+# The password is kept across runs (only re-applied), so a run never breaks a concurrent one.
+set -euo pipefail
+
+readonly user=alfresco-test
+readonly home=/home/$user
+readonly secret_dir=/var/lib/alfresco-ssh-test
+readonly secret_file=$secret_dir/password
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "setup-test-user.sh: must run as root (it creates a user and sets its password)" >&2
+    exit 1
+fi
+
+created=kept
+if ! id -u "$user" >/dev/null 2>&1; then
+    useradd --system --create-home --home-dir "$home" --shell /bin/bash "$user"
+    created=created
+fi
+# A system user created elsewhere may lack its home; sshd would refuse to chdir into nothing.
+mkdir -p "$home"
+
+# A fixed prompt, no colours, so tests can wait for exactly `alfresco-test$ `. Login shells read
+# .bash_profile only; ours sources .bashrc so both login and non-login shells get the prompt.
+cat >"$home/.bashrc" <<'EOF'
+# Written by tests/setup-test-user.sh for the alfresco-ssh integration tests.
+PS1='alfresco-test$ '
+EOF
+cat >"$home/.bash_profile" <<'EOF'
+# Written by tests/setup-test-user.sh for the alfresco-ssh integration tests.
+[ -f ~/.bashrc ] && . ~/.bashrc
+EOF
+# Bracketed-paste mode off: otherwise bash wraps every command's output in \e[?2004l/h, and
+# byte-exact output checks would have to strip it. A test that needs it turns it on itself.
+cat >"$home/.inputrc" <<'EOF'
+set enable-bracketed-paste off
+EOF
+touch "$home/.hushlogin"
+chown -R "$user:" "$home"
+
+# Root-only secret: the directory is 0700 and the file 0600 from the moment they exist.
+umask 077
+mkdir -p "$secret_dir"
+chown root:root "$secret_dir"
+chmod 0700 "$secret_dir"
+if [[ ! -s $secret_file ]]; then
+    openssl rand -hex 16 >"$secret_file.tmp"
+    mv "$secret_file.tmp" "$secret_file"
+fi
+chown root:root "$secret_file"
+chmod 0600 "$secret_file"
+password=$(<"$secret_file")
+# printf is a builtin: the password reaches chpasswd on stdin, never on a command line.
+printf '%s:%s\n' "$user" "$password" | chpasswd
+unset password
+
+# sshd's privilege-separation directory; /run is a tmpfs, so it vanishes on reboot.
+mkdir -p /run/sshd
+chmod 0755 /run/sshd
+
+echo "setup-test-user.sh: user $user $created, prompt and password set (password in $secret_file), /run/sshd ready"
