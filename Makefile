@@ -1,0 +1,55 @@
+# alfresco-ssh — the two commands a newcomer needs: `make run` and `make test`.
+# Both install what a fresh Debian 12 machine lacks (as root) before they build.
+
+CARGO ?= cargo
+ARGS ?=
+# npm ci writes this file; it is newer than the lock file once the packages are installed.
+ASSETS_STAMP := assets/node_modules/.package-lock.json
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
+TARGET := x86_64-unknown-linux-gnu
+
+.PHONY: run test assets build release test-deps lint clean
+
+## Build and run the gateway on 127.0.0.1:8022 (pass flags with ARGS="--listen …").
+run: assets
+	$(CARGO) run --release -- $(ARGS)
+
+build: assets
+	$(CARGO) build --release
+
+## The page's npm packages (xterm.js), pinned by assets/package-lock.json.
+assets: $(ASSETS_STAMP)
+$(ASSETS_STAMP): assets/package.json assets/package-lock.json
+	@command -v npm >/dev/null || { apt-get update -qq && $(APT_GET) install -y -qq npm; }
+	cd assets && npm ci --no-audit --no-fund --loglevel=error
+
+## What the tests need beyond the build: OpenSSH's sshd, Chromium and ChromeDriver, and the
+## throw-away test account the test sshd logs into.
+test-deps:
+	@missing=""; \
+	  [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  [ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && $(APT_GET) install -y -qq --no-install-recommends $$missing; \
+	  fi
+	bash tests/setup-test-user.sh
+
+lint: assets
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## Formatting, lints, unit and integration tests (real sshd, real Chromium).
+test: assets test-deps lint
+	$(CARGO) test
+
+## A fully static binary (glibc, libssh2 and OpenSSL linked in), assets embedded.
+release: assets
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(TARGET)
+	@ls -l target/$(TARGET)/release/alfresco-ssh
+	@ldd target/$(TARGET)/release/alfresco-ssh || true
+
+clean:
+	$(CARGO) clean
+	rm -rf assets/node_modules
