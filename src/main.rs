@@ -1,13 +1,24 @@
 //! The command line: flags and environment into a `Config`, logging, the listener and
 //! signals. Everything else lives in the library.
 
+use std::process::ExitCode;
+
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use alfresco_ssh::{Args, Config, Server};
 
-fn main() -> anyhow_free::Result {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("alfresco-ssh: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
     let args = Args::parse();
     let config = Config::try_from(&args).map_err(|e| format!("invalid configuration: {e}"))?;
     let filter = EnvFilter::try_new(&args.log).map_err(|e| format!("invalid --log filter: {e}"))?;
@@ -15,6 +26,7 @@ fn main() -> anyhow_free::Result {
         .with_env_filter(filter)
         .with_target(false)
         .init();
+    raise_fd_limit();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -37,8 +49,7 @@ fn main() -> anyhow_free::Result {
             .run(listener, shutdown_signal())
             .await
             .map_err(|e| e.to_string())
-    })?;
-    Ok(())
+    })
 }
 
 /// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
@@ -55,7 +66,7 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    let again = CancellationToken::new();
+    tracing::info!("signal received: closing sessions (send it again to exit at once)");
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
@@ -64,24 +75,23 @@ async fn shutdown_signal() {
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
-    drop(again);
 }
 
-/// `main`'s error: a message for the operator, printed once, exit status 1.
-mod anyhow_free {
-    pub type Result = std::result::Result<(), Message>;
-
-    pub struct Message(String);
-
-    impl From<String> for Message {
-        fn from(s: String) -> Self {
-            Message(s)
-        }
-    }
-
-    impl std::fmt::Debug for Message {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(&self.0)
+/// Each session holds a few descriptors (WebSocket, SSH socket, eventfd); the soft limit
+/// (often 1024) would cap sessions far below `--max-sessions`, so raise it to the hard one.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` means unlimited; the kernel refuses an unlimited NOFILE, so leave that alone.
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum) {
+        if current < maximum {
+            let raised = rustix::process::Rlimit {
+                current: Some(maximum),
+                maximum: Some(maximum),
+            };
+            if let Err(e) = setrlimit(Resource::Nofile, raised) {
+                tracing::warn!(error = %e, "cannot raise the open-files limit");
+            }
         }
     }
 }
