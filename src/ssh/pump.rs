@@ -139,11 +139,14 @@ pub fn run(
             tv_sec: next_keepalive.into(),
             tv_nsec: 0,
         };
+        // The socket is left out when nothing is wanted from it: a hung-up socket reports
+        // POLLHUP whatever the flags, which would spin while output is stalled.
         let mut fds = [
             PollFd::new(&shared.wake, PollFlags::IN),
             PollFd::new(&*shell.socket, socket_flags),
         ];
-        match poll(&mut fds, Some(&timeout)) {
+        let watched = if socket_flags.is_empty() { 1 } else { 2 };
+        match poll(&mut fds[..watched], Some(&timeout)) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => {
                 return End::Failed(SshError::new(

@@ -106,18 +106,19 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
     };
     // Only the first 8 characters: the full id is a capability and stays out of logs.
     span.record("id", &id.simple().to_string()[..8]);
-    let Some(request) = ctx.store.take(&id) else {
-        return Outcome::error(
-            "unknown_session",
-            "this session link is unknown, already used or expired",
-            CloseCode::Policy,
-        );
-    };
+    // The slot first: a full gateway must not burn the one-time link.
     let Some(_slot) = ctx.slots.try_acquire() else {
         return Outcome::error(
             "too_many_sessions",
             "the gateway is at its session limit; try again later",
             CloseCode::Again,
+        );
+    };
+    let Some(request) = ctx.store.take(&id) else {
+        return Outcome::error(
+            "unknown_session",
+            "this session link is unknown, already used or expired",
+            CloseCode::Policy,
         );
     };
     let target = request.target.clone();

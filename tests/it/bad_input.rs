@@ -281,18 +281,35 @@ async fn unreachable_targets() {
 async fn session_cap() {
     let sshd = Sshd::start();
     let gw = Gateway::start_with(|c| c.max_sessions = 1).await;
-    let mut first = gw.open(&password_body(&sshd), 80, 24).await;
+    // Two sockets upgrade while nothing is live; only one can start.
+    let (first_id, second_id) = (
+        gw.create_id(&password_body(&sshd)).await,
+        gw.create_id(&password_body(&sshd)).await,
+    );
+    let (mut first, mut second) = (gw.ws().await, gw.ws().await);
+    first.start(&first_id, 80, 24).await;
     first.ready().await;
+    second.start(&second_id, 80, 24).await;
+    assert_eq!(second.expect_error("too_many_sessions").await.1, Some(1013));
+    assert_eq!(
+        gw.handle.pending(),
+        1,
+        "a refused start does not burn the link"
+    );
+
+    // At the cap, upgrades are refused before the 101.
     let upgrade = "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==";
     let res = gw.raw(upgrade, b"").await;
     assert_eq!(
         (res.status, res.error_code().as_str()),
         (503, "too_many_sessions")
     );
+
     first.close().await;
     gw.assert_idle().await;
-    let mut second = gw.open(&password_body(&sshd), 80, 24).await;
-    second.ready().await;
-    second.close().await;
+    let mut again = gw.ws().await;
+    again.start(&second_id, 80, 24).await;
+    again.ready().await;
+    again.close().await;
     gw.assert_idle().await;
 }
