@@ -236,9 +236,11 @@ fn try_deliver(
 }
 
 fn lost(e: &io::Error) -> SshError {
+    // libssh2's words here ("transport read") mean nothing to the person at the terminal.
+    tracing::debug!(error = %e, "ssh connection lost");
     SshError::new(
         SshErrorKind::ConnectionLost,
-        format!("the connection to the SSH server was lost: {e}"),
+        "the connection to the SSH server was lost",
     )
 }
 

@@ -62,8 +62,9 @@ pub enum ClientEvent {
 pub struct ProtocolError(pub String);
 
 pub fn decode_text(text: &str) -> Result<ClientEvent, ProtocolError> {
+    // serde_json's message names only a position and a reason, never the content.
     let value: Value = serde_json::from_str(text)
-        .map_err(|_| bad("a text frame must be a JSON array [event, data]"))?;
+        .map_err(|e| bad(&format!("the frame is not valid JSON: {e}")))?;
     let Value::Array(mut items) = value else {
         return Err(bad("a text frame must be a JSON array [event, data]"));
     };

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -308,15 +309,20 @@ async fn finish(ws: &mut Socket, outcome: &Outcome) {
         } => (ServerEvent::Error { code, message }.encode(), *close),
     };
     let close = async {
-        ws.send(event).await?;
-        ws.close(Some(CloseFrame {
-            code,
-            reason: "".into(),
-        }))
-        .await?;
+        let _ = ws.send(event).await;
+        let _ = ws
+            .close(Some(CloseFrame {
+                code,
+                reason: "".into(),
+            }))
+            .await;
         // Wait for the client's close frame so the close handshake completes.
         while ws.next().await.is_some_and(|m| m.is_ok()) {}
-        Ok::<_, WsError>(())
+        // Lingering close: discard what the client is still sending (the rest of an
+        // oversized message, say). Closing with unread data makes the kernel send a reset,
+        // and the reset can destroy the error event before the client reads it.
+        let mut scratch = [0u8; 16 * 1024];
+        while ws.get_mut().read(&mut scratch).await.is_ok_and(|n| n > 0) {}
     };
     let _ = tokio::time::timeout(CLOSE_WAIT, close).await;
 }
