@@ -210,8 +210,19 @@
 
   // --- input, resize, title ---
 
+  // Input goes out as binary frames of UTF-8. Some keyboards deliver a character outside
+  // the BMP (an emoji) as a lone UTF-16 surrogate; xterm passes it on, and it is not valid
+  // text, so it is dropped here rather than sent as U+FFFD or as JSON the server refuses.
+  const encoder = new TextEncoder();
+  const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
   term.onData(function (s) {
-    sendEvent('ssh-input', s);
+    if (!isOpen()) {
+      return;
+    }
+    const bytes = encoder.encode(s.replace(LONE_SURROGATE, ''));
+    if (bytes.length > 0) {
+      socket.send(bytes);
+    }
   });
 
   // onBinary carries bytes as a string of code points 0-255 (e.g. non-UTF-8 mouse

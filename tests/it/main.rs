@@ -5,6 +5,7 @@
 mod support;
 
 mod bad_input;
+mod browser;
 mod lifecycle;
 mod protocol_doc;
 mod sessions;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of the support
 
+pub mod browser;
 pub mod gateway;
 pub mod sshd;
 pub mod term;
