@@ -8,7 +8,7 @@ ASSETS_STAMP := assets/node_modules/.package-lock.json
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 TARGET := x86_64-unknown-linux-gnu
 
-.PHONY: run test assets build release test-deps lint clean
+.PHONY: run test assets build release test-deps lint bench clean
 
 ## Build and run the gateway on 127.0.0.1:8022 (pass flags with ARGS="--listen …").
 run: assets
@@ -43,6 +43,11 @@ lint: assets
 ## Formatting, lints, unit and integration tests (real sshd, real Chromium).
 test: assets test-deps lint
 	$(CARGO) test
+
+## Gateway against direct SSH (libssh2 and OpenSSH clients), same run; see BENCHMARKS.md.
+## BENCH_SCALE_N=1000 for the 1000-session scale run.
+bench: assets test-deps
+	$(CARGO) bench --bench gateway
 
 ## A fully static binary (glibc, libssh2 and OpenSSL linked in), assets embedded.
 release: assets
