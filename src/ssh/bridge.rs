@@ -149,12 +149,17 @@ impl Bridge {
             done: Some(done_tx),
         };
         let thread_shared = shared.clone();
+        // The thread logs into the caller's subscriber and session span, like a task would.
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        let span = tracing::Span::current();
         let spawned = std::thread::Builder::new()
             .name("ssh-bridge".into())
             .stack_size(THREAD_STACK)
             .spawn(move || {
                 let _guard = guard;
-                run_thread(start, &thread_shared, input_rx, events_tx);
+                tracing::dispatcher::with_default(&dispatch, || {
+                    span.in_scope(|| run_thread(start, &thread_shared, input_rx, events_tx))
+                });
             });
         // On a spawn failure the closure, and with it the guard, is dropped: the count is right.
         spawned?;

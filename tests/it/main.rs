@@ -8,4 +8,5 @@ mod bad_input;
 mod browser;
 mod lifecycle;
 mod protocol_doc;
+mod secrets;
 mod sessions;
