@@ -44,6 +44,8 @@ const SCALE_N: usize = 100;
 /// Sessions opened at once in the scale scenario: all at once would measure sshd's fork storm
 /// and risk the gateway's 10 s connect timeout, not the gateway.
 const SCALE_CONCURRENCY: usize = 16;
+/// How long the scale scenario watches the gateway's CPU with every session idle.
+const IDLE_WINDOW: Duration = Duration::from_secs(5);
 const UTF8_BYTES: usize = 8 << 20;
 /// The gateway's cipher preference (src/ssh/connect.rs), so direct runs the same SSH leg.
 const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
@@ -355,6 +357,12 @@ fn scale(bed: &Bed, n: usize) -> Vec<(String, Row)> {
         "live sessions after opening {n}: {health}"
     );
     let open = bed.gateway.status();
+    // Idle cost: the gateway's CPU while N sessions sit at their prompts. The bridge threads
+    // sleep in poll(2) until input, output or the 30 s SSH keepalive, so this should be ~0.
+    let clk_tck = clock_ticks();
+    let idle_ticks = bed.gateway.cpu_ticks();
+    thread::sleep(IDLE_WINDOW);
+    let idle_cpu_ms = ticks_ms(bed.gateway.cpu_ticks() - idle_ticks, clk_tck);
     let mut last = Gw {
         rt: rt.clone(),
         ws: sockets.pop().expect("n > 0"),
@@ -386,6 +394,14 @@ fn scale(bed: &Bed, n: usize) -> Vec<(String, Row)> {
     let gw_only = |figure: &str, unit: &'static str, v: f64| Row::new(figure, unit, f64::NAN, v);
     let rows = vec![
         gw_only(&format!("RSS per idle session, N={n}"), "KiB", per_session),
+        gw_only(
+            &format!(
+                "gateway CPU while {n} sessions idle {}s",
+                IDLE_WINDOW.as_secs()
+            ),
+            "ms",
+            idle_cpu_ms,
+        ),
         gw_only("threads before", "count", before.threads as f64),
         gw_only(&format!("threads with {n}"), "count", open.threads as f64),
         gw_only("threads after close", "count", after.threads as f64),

@@ -44,6 +44,8 @@ pub fn run(
     shell.session.set_keepalive(false, KEEPALIVE_SECS);
     shell.session.set_blocking(false);
     let mut read_buf = vec![0u8; OUTPUT_CHUNK];
+    // Output read but not yet queued: `read_buf[..held]`.
+    let mut held = 0;
     let mut pending_input: VecDeque<Bytes> = VecDeque::new();
     let mut pending_resize: Option<(u16, u16)> = None;
     // An output chunk the full queue refused; nothing more is read until it is delivered.
@@ -86,12 +88,20 @@ pub fn run(
         }
         let mut more_to_read = false;
         if stalled.is_none() {
-            let (filled, state) = match read_output(&mut shell.channel, &mut read_buf) {
+            let (added, state) = match read_output(&mut shell.channel, &mut read_buf[held..]) {
                 Ok(read) => read,
                 Err(e) => return End::Failed(lost(&e)),
             };
-            if filled > 0 {
-                let event = BridgeEvent::Output(Bytes::copy_from_slice(&read_buf[..filled]));
+            held += added;
+            // Send at once when the WebSocket side is idle (a keystroke's echo must not
+            // wait); while it is still busy with earlier output, gather up to a full chunk
+            // instead: fewer, larger frames cost far fewer wake-ups and syscalls.
+            let full = held == read_buf.len();
+            let send_now =
+                full || matches!(state, ReadState::Eof) || consumer_idle(shared, events_tx);
+            if held > 0 && send_now {
+                let event = BridgeEvent::Output(Bytes::copy_from_slice(&read_buf[..held]));
+                held = 0;
                 match try_deliver(event, shared, events_tx) {
                     Delivery::Sent => {}
                     Delivery::Full(event) => stalled = Some(event),
@@ -207,6 +217,17 @@ fn read_output(channel: &mut ssh2::Channel, buf: &mut [u8]) -> io::Result<(usize
         }
     }
     Ok((filled, ReadState::BufferFull))
+}
+
+/// Whether the WebSocket side has taken every queued event. When it has not, the caller
+/// may hold output back; the wake-up asked for here ends the wait when it takes one.
+fn consumer_idle(shared: &Shared, events_tx: &mpsc::Sender<BridgeEvent>) -> bool {
+    if events_tx.capacity() == events_tx.max_capacity() {
+        return true;
+    }
+    shared.want_wake.store(true, Ordering::Release);
+    // Checked again after asking, so a queue emptied in between cannot be missed.
+    events_tx.capacity() == events_tx.max_capacity()
 }
 
 enum Delivery {
