@@ -50,6 +50,8 @@ const UTF8_BYTES: usize = 8 << 20;
 /// The gateway's cipher preference (src/ssh/connect.rs), so direct runs the same SSH leg.
 const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
 const TERM: &str = "xterm-256color";
+/// The API token the benchmark's gateway accepts.
+const BENCH_TOKEN: &str = "bench-token-0123456789abcdef";
 const COLS: u16 = 80;
 const ROWS: u16 = 24;
 const MIB: f64 = (1 << 20) as f64;
@@ -780,7 +782,7 @@ async fn create_session(addr: SocketAddr, body: &Value) -> String {
         .expect("gateway: connect for create-session");
     let request = format!(
         "POST /create-session HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+         Authorization: Bearer {BENCH_TOKEN}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream
@@ -912,7 +914,16 @@ impl GatewayProcess {
             .port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let child = Command::new(env!("CARGO_BIN_EXE_alfresco-ssh"))
-            .args(["--listen", &addr.to_string(), "--log", "warn"])
+            // Hundreds of sessions a minute are the point here, so no create-session limit.
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--log",
+                "warn",
+                "--create-rate-limit",
+                "0",
+            ])
+            .env("ALFRESCO_API_TOKEN", BENCH_TOKEN)
             .stdin(Stdio::null())
             .process_group(0)
             .spawn()

@@ -3,9 +3,14 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+
+use crate::destination::DestinationPolicy;
+use crate::secret::Secret;
 
 /// The flags, as the user types them. `Config::try_from` checks them.
 #[derive(Debug, Parser)]
@@ -43,7 +48,54 @@ pub struct Args {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, env = "ALFRESCO_LOG", default_value = "info")]
     pub log: String,
+
+    /// File of API tokens for POST /create-session, one per line as `name:token` (the name
+    /// appears in logs) or a bare token. Blank lines and `#` comments are skipped.
+    #[arg(long, env = "ALFRESCO_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+
+    /// One API token (prefer the environment variable: flags show in `ps`). With neither
+    /// this nor --api-token-file, a token is generated at start-up and printed once.
+    #[arg(long, env = "ALFRESCO_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Another origin (scheme://host[:port]) whose pages may open WebSockets; repeatable.
+    /// The gateway's own origin is always allowed.
+    #[arg(long, env = "ALFRESCO_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub allow_origin: Vec<String>,
+
+    /// Most create-session requests per minute, per API token and per client IP (0 = no limit).
+    #[arg(long, env = "ALFRESCO_CREATE_RATE_LIMIT", default_value = "60")]
+    pub create_rate_limit: u32,
+
+    /// Destinations sessions may connect to: CIDR, host name (`*.example.com`), optionally
+    /// with `:port`; repeatable. Without any, every destination not denied is allowed.
+    #[arg(long, env = "ALFRESCO_ALLOW", value_delimiter = ',')]
+    pub allow: Vec<String>,
+
+    /// Destinations refused even when allowed (same forms as --allow); repeatable.
+    /// Link-local and cloud metadata addresses are refused unless an --allow rule names them.
+    #[arg(long, env = "ALFRESCO_DENY", value_delimiter = ',')]
+    pub deny: Vec<String>,
+
+    /// End a session after this long without input or output (0 = never).
+    #[arg(long, env = "ALFRESCO_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// End a session after this long, however busy (0 = never).
+    #[arg(long, env = "ALFRESCO_MAX_SESSION_TIME", default_value = "12h", value_parser = parse_duration)]
+    pub max_session_time: Duration,
 }
+
+/// A bearer token for POST /create-session, and the name logs know it by.
+#[derive(Debug)]
+pub struct ApiToken {
+    pub name: String,
+    pub token: Secret<String>,
+}
+
+/// Shortest token accepted: guessing must be hopeless.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
@@ -59,6 +111,15 @@ pub struct Config {
     pub max_sessions: usize,
     pub max_pending: usize,
     pub connect_timeout: Duration,
+    /// Empty means every create-session is refused: `main` generates one when none is set.
+    pub api_tokens: Arc<Vec<ApiToken>>,
+    /// Origins allowed besides the gateway's own, as `scheme://host[:port]`.
+    pub allowed_origins: Vec<String>,
+    /// Per token and per client IP; 0 = no limit.
+    pub create_rate_per_minute: u32,
+    pub destinations: Arc<DestinationPolicy>,
+    pub idle_timeout: Option<Duration>,
+    pub max_session_time: Option<Duration>,
 }
 
 impl Config {
@@ -71,6 +132,12 @@ impl Config {
             max_sessions: 1000,
             max_pending: 1000,
             connect_timeout: Duration::from_secs(10),
+            api_tokens: Arc::new(Vec::new()),
+            allowed_origins: Vec::new(),
+            create_rate_per_minute: 60,
+            destinations: Arc::new(DestinationPolicy::default()),
+            idle_timeout: Some(Duration::from_secs(30 * 60)),
+            max_session_time: Some(Duration::from_secs(12 * 3600)),
         }
     }
 }
@@ -103,6 +170,30 @@ impl TryFrom<&Args> for Config {
                 "--connect-timeout must be at least 100ms".into(),
             ));
         }
+        let mut api_tokens = match &args.api_token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("--api-token-file {}: {e}", path.display()))
+                })?;
+                parse_token_file(&text)?
+            }
+            None => Vec::new(),
+        };
+        if let Some(token) = &args.api_token {
+            check_token(token, "ALFRESCO_API_TOKEN")?;
+            api_tokens.push(ApiToken {
+                name: "env".into(),
+                token: Secret::new(token.clone()),
+            });
+        }
+        let allowed_origins = args
+            .allow_origin
+            .iter()
+            .map(|o| check_origin(o))
+            .collect::<Result<_, _>>()?;
+        let destinations = DestinationPolicy::parse(&args.allow, &args.deny)
+            .map_err(|e| ConfigError(format!("destination rule: {e}")))?;
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
         Ok(Config {
             listen: args.listen,
             public_url,
@@ -110,7 +201,87 @@ impl TryFrom<&Args> for Config {
             max_sessions: args.max_sessions.get(),
             max_pending: args.max_pending.get(),
             connect_timeout: args.connect_timeout,
+            api_tokens: Arc::new(api_tokens),
+            allowed_origins,
+            create_rate_per_minute: args.create_rate_limit,
+            destinations: Arc::new(destinations),
+            idle_timeout: nonzero(args.idle_timeout),
+            max_session_time: nonzero(args.max_session_time),
         })
+    }
+}
+
+/// `name:token` or a bare token per line; names must be unique, tokens long enough.
+fn parse_token_file(text: &str) -> Result<Vec<ApiToken>, ConfigError> {
+    let mut tokens: Vec<ApiToken> = Vec::new();
+    for (n, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, token) = match line.split_once(':') {
+            Some((name, token)) => (name.trim().to_owned(), token.trim()),
+            None => (format!("line-{n}"), line),
+        };
+        let plain_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !plain_name {
+            return Err(ConfigError(format!(
+                "--api-token-file line {n}: the name must be letters, digits, '-', '_' or '.'"
+            )));
+        }
+        check_token(token, &format!("--api-token-file line {n}"))?;
+        if tokens.iter().any(|t| t.name == name) {
+            return Err(ConfigError(format!(
+                "--api-token-file line {n}: the name {name} is used twice"
+            )));
+        }
+        tokens.push(ApiToken {
+            name,
+            token: Secret::new(token.to_owned()),
+        });
+    }
+    if tokens.is_empty() {
+        return Err(ConfigError("--api-token-file holds no token".into()));
+    }
+    Ok(tokens)
+}
+
+/// Never echoes the token itself.
+fn check_token(token: &str, source: &str) -> Result<(), ConfigError> {
+    if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError(format!(
+            "{source}: a token must be at least {MIN_TOKEN_LEN} printable characters without spaces"
+        )));
+    }
+    Ok(())
+}
+
+/// `scheme://host[:port]`, lower-cased, no path.
+fn check_origin(origin: &str) -> Result<String, ConfigError> {
+    let url = check_public_url(origin)?;
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
+    if rest.contains('/') {
+        return Err(ConfigError(format!(
+            "--allow-origin {origin}: an origin has no path"
+        )));
+    }
+    Ok(url.to_ascii_lowercase())
+}
+
+/// A fresh random token (244 bits from the OS CSPRNG, via UUID v4), for `main` to print
+/// once when the operator configured none.
+pub fn generate_token() -> ApiToken {
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    ApiToken {
+        name: "generated".into(),
+        token: Secret::new(token),
     }
 }
 
@@ -159,10 +330,44 @@ mod tests {
     }
 
     #[test]
+    fn token_file() {
+        let tokens =
+            parse_token_file("# ci tokens\n\nci-main:0123456789abcdef0123\nabcdefabcdefabcdef99\n")
+                .unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens[0].name, "ci-main");
+        assert_eq!(tokens[0].token.expose(), "0123456789abcdef0123");
+        assert_eq!(tokens[1].name, "line-4");
+        assert!(parse_token_file("ci:short").is_err());
+        assert!(parse_token_file("# nothing\n").is_err());
+        assert!(parse_token_file("a b:0123456789abcdef0123").is_err());
+        assert!(parse_token_file("x:0123456789abcdef0123\nx:0123456789abcdef0124").is_err());
+        let err = parse_token_file("ci:SECRET-short").unwrap_err();
+        assert!(!err.0.contains("SECRET"), "{err}");
+    }
+
+    #[test]
+    fn origins() {
+        let c = parse(&[
+            "--allow-origin",
+            "https://Portal.example.com,http://10.0.0.1:8080",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.allowed_origins,
+            ["https://portal.example.com", "http://10.0.0.1:8080"]
+        );
+        assert!(parse(&["--allow-origin", "https://a.example/path"]).is_err());
+    }
+
+    #[test]
     fn durations() {
         let c = parse(&["--session-ttl", "5m", "--connect-timeout", "3s"]).unwrap();
         assert_eq!(c.session_ttl, Duration::from_secs(300));
         assert_eq!(c.connect_timeout, Duration::from_secs(3));
         assert!(parse(&["--session-ttl", "0s"]).is_err());
+        let c = parse(&["--idle-timeout", "0", "--max-session-time", "1h"]).unwrap();
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.max_session_time, Some(Duration::from_secs(3600)));
     }
 }

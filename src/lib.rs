@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod destination;
 pub mod http;
 pub mod request;
 pub mod secret;

@@ -20,7 +20,18 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let args = Args::parse();
-    let config = Config::try_from(&args).map_err(|e| format!("invalid configuration: {e}"))?;
+    let mut config = Config::try_from(&args).map_err(|e| format!("invalid configuration: {e}"))?;
+    if config.api_tokens.is_empty() {
+        // Printed once, to the terminal only, never to the log.
+        let generated = alfresco_ssh::config::generate_token();
+        eprintln!(
+            "alfresco-ssh: no API token configured; this run's token is:\n\n    {}\n\n\
+             Send it as `Authorization: Bearer <token>` to POST /create-session. Set fixed \
+             tokens with --api-token-file or ALFRESCO_API_TOKEN.",
+            generated.token.expose()
+        );
+        config.api_tokens = std::sync::Arc::new(vec![generated]);
+    }
     let filter = EnvFilter::try_new(&args.log).map_err(|e| format!("invalid --log filter: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

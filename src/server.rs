@@ -63,10 +63,12 @@ impl Server {
         let store = Arc::new(Store::new(config.session_ttl, config.max_pending));
         let ws = Arc::new(ws::Context {
             store: store.clone(),
-            dialer: Dialer::from_system(),
+            dialer: Dialer::from_system(config.destinations.clone()),
             slots: ws::Slots::new(config.max_sessions),
             threads: Arc::new(AtomicUsize::new(0)),
             connect_timeout: config.connect_timeout,
+            idle_timeout: config.idle_timeout,
+            max_session_time: config.max_session_time,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
@@ -74,6 +76,10 @@ impl Server {
             store,
             public_url: config.public_url.clone(),
             listen: config.listen,
+            api_tokens: config.api_tokens.clone(),
+            rate_limiter: http::RateLimiter::new(config.create_rate_per_minute),
+            allowed_origins: config.allowed_origins.clone(),
+            destinations: config.destinations.clone(),
             ws,
         });
         Server { http }
@@ -114,7 +120,7 @@ impl Server {
             let state = state.clone();
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(http::route(req, state).await) }
+                async move { Ok::<_, std::convert::Infallible>(http::route(req, state, peer).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     /// For 405: the methods the route does take.
     pub allow: Option<&'static str>,
+    /// For 429: seconds until a retry may pass.
+    pub retry_after: Option<u64>,
 }
 
 /// Every code `ApiError` can carry (documented in PROTOCOL.md).
@@ -32,6 +34,10 @@ pub const CODES: &[&str] = &[
     "too_many_pending",
     "too_many_sessions",
     "server_shutdown",
+    "unauthorized",
+    "rate_limited",
+    "origin_forbidden",
+    "destination_forbidden",
 ];
 
 impl ApiError {
@@ -42,6 +48,7 @@ impl ApiError {
             code,
             message: message.into(),
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -112,6 +119,42 @@ impl ApiError {
         )
     }
 
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <API token>",
+        )
+    }
+
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many sessions created; retry later",
+            )
+        }
+    }
+
+    pub fn origin_forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "origin_forbidden",
+            "this page's origin may not open sessions here",
+        )
+    }
+
+    pub fn destination_forbidden(why: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "destination_forbidden",
+            format!("the gateway may not connect there: {why}"),
+        )
+    }
+
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let body = json!({"error": {"code": self.code, "message": self.message}}).to_string();
         let mut res = Response::new(Full::new(Bytes::from(body)));
@@ -121,6 +164,10 @@ impl ApiError {
         if let Some(allow) = self.allow {
             res.headers_mut()
                 .insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }

@@ -3,14 +3,17 @@
 
 mod api;
 mod assets;
+mod auth;
 mod error;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
@@ -18,8 +21,16 @@ use uuid::Uuid;
 pub use api::{BodyKind, MAX_BODY, parse_create};
 pub use error::{ApiError, CODES as ERROR_CODES};
 
+pub use auth::{RateKey, RateLimiter};
+
+use crate::config::ApiToken;
+use crate::destination::DestinationPolicy;
 use crate::store::Store;
 use crate::ws;
+
+/// How long create-session may spend resolving a target name to check the policy early.
+/// A name that does not resolve in time is checked at connect time instead.
+const PRECHECK_RESOLVE: Duration = Duration::from_secs(2);
 
 /// What the HTTP layer needs.
 pub struct State {
@@ -27,15 +38,27 @@ pub struct State {
     /// `--public-url`, without a trailing slash.
     pub public_url: Option<String>,
     /// Where we listen, for session URLs when a request has no usable Host header.
-    pub listen: std::net::SocketAddr,
+    pub listen: SocketAddr,
+    pub api_tokens: Arc<Vec<ApiToken>>,
+    pub rate_limiter: RateLimiter,
+    /// Origins allowed to open WebSockets besides our own, lower case.
+    pub allowed_origins: Vec<String>,
+    pub destinations: Arc<DestinationPolicy>,
     pub ws: Arc<ws::Context>,
 }
 
-pub async fn route(req: Request<Incoming>, state: Arc<State>) -> Response<Full<Bytes>> {
+pub async fn route(
+    req: Request<Incoming>,
+    state: Arc<State>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let result = match (req.method(), path.as_str()) {
-        (&Method::POST, "/create-session") => create_session(req, &state).await,
+        (&Method::POST, "/create-session") => create_session(req, &state, peer).await,
         (_, "/create-session") => Err(ApiError::method_not_allowed("POST")),
+        (&Method::GET, "/ws") if !origin_allowed(req.headers(), &state) => {
+            Err(ApiError::origin_forbidden())
+        }
         (&Method::GET, "/ws") => ws::upgrade(req, state.ws.clone()).map_err(ApiError::from),
         (_, "/ws") => Err(ApiError::method_not_allowed("GET")),
         (&Method::GET | &Method::HEAD, "/healthz") => Ok(healthz(&state)),
@@ -67,7 +90,14 @@ fn is_page_path(path: &str) -> bool {
 async fn create_session(
     req: Request<Incoming>,
     state: &State,
+    peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
+    let token = auth::authenticate(req.headers(), &state.api_tokens)?;
+    let keys = [RateKey::Token(token.to_owned()), RateKey::Client(peer.ip())];
+    state
+        .rate_limiter
+        .check(&keys)
+        .map_err(ApiError::rate_limited)?;
     let kind = BodyKind::from_content_type(
         req.headers()
             .get(CONTENT_TYPE)
@@ -93,13 +123,21 @@ async fn create_session(
             }
         })?;
     let request = parse_create(kind, Vec::from(body.to_bytes()))?;
+    precheck_destination(state, &request.target.host, request.target.port).await?;
     let target = request.target.clone();
     let method = request.credentials.method();
     let (id, expires_at) = state
         .store
         .insert(request)
         .map_err(|_| ApiError::too_many_pending())?;
-    tracing::info!(session = &id.simple().to_string()[..8], %target, auth = method, "session created");
+    tracing::info!(
+        session = &id.simple().to_string()[..8],
+        %target,
+        auth = method,
+        token,
+        client = %peer.ip(),
+        "session created"
+    );
 
     let url = format!("{base}/{id}");
     let mut res = Response::new(Full::new(Bytes::from(api::created_body(
@@ -113,6 +151,56 @@ async fn create_session(
         HeaderValue::from_static("no-store"),
     );
     Ok(res)
+}
+
+/// Refuses a target the policy forbids, when that can be known now: an IP literal, or a
+/// name that resolves quickly to addresses all of which are refused. Connecting checks again.
+async fn precheck_destination(state: &State, host: &str, port: u16) -> Result<(), ApiError> {
+    let addrs = match tokio::time::timeout(PRECHECK_RESOLVE, state.ws.dialer.resolve(host)).await {
+        Ok(Ok(addrs)) => addrs,
+        _ => return Ok(()),
+    };
+    let mut verdicts = addrs
+        .iter()
+        .map(|ip| state.destinations.check(host, *ip, port));
+    match verdicts.find(Result::is_ok) {
+        Some(_) => Ok(()),
+        None => {
+            let why = state
+                .destinations
+                .check(host, addrs[0], port)
+                .err()
+                .map(|d| d.0)
+                .unwrap_or_default();
+            Err(ApiError::destination_forbidden(&why))
+        }
+    }
+}
+
+/// Browsers send `Origin` with every WebSocket; a page elsewhere must not open sessions with
+/// the user's link (cross-site WebSocket hijacking). Clients that send none (scripts, CI)
+/// cannot be driven by a hostile page, so they pass.
+fn origin_allowed(headers: &HeaderMap, state: &State) -> bool {
+    let Some(origin) = headers.get(ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str().map(str::to_ascii_lowercase) else {
+        return false;
+    };
+    if state.allowed_origins.contains(&origin) {
+        return true;
+    }
+    let own = match &state.public_url {
+        Some(url) => {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+            format!("{scheme}://{}", rest.split('/').next().unwrap_or_default())
+        }
+        None => match headers.get(HOST).and_then(|h| h.to_str().ok()) {
+            Some(host) => format!("http://{host}"),
+            None => return false,
+        },
+    };
+    origin == own.to_ascii_lowercase()
 }
 
 /// `--public-url`, else `http://<Host>` when the Host header is a plain host[:port], else

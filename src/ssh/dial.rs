@@ -7,12 +7,15 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use hickory_resolver::TokioResolver;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::error::{SshError, SshErrorKind};
+use crate::destination::DestinationPolicy;
 
 /// TCP keepalive on the SSH socket, so a target that vanishes without a FIN is noticed.
 const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
@@ -21,16 +24,19 @@ const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 pub struct Dialer {
     /// `None` when the system resolver configuration could not be read; IP literals still work.
     resolver: Option<TokioResolver>,
+    /// Checked on the resolved addresses, the very ones connected to.
+    policy: Arc<DestinationPolicy>,
 }
 
 impl Dialer {
-    pub fn from_system() -> Self {
+    pub fn from_system(policy: Arc<DestinationPolicy>) -> Self {
         let resolver = TokioResolver::builder_tokio().and_then(|b| b.build());
         if let Err(e) = &resolver {
             tracing::warn!(error = %e, "cannot read the resolver configuration; only IP addresses will work as targets");
         }
         Dialer {
             resolver: resolver.ok(),
+            policy,
         }
     }
 
@@ -49,8 +55,19 @@ impl Dialer {
                     format!("resolving {host} timed out"),
                 )
             })??;
+        // Only addresses the policy allows are tried; refusing them all is its own error.
         let mut last = None;
         for ip in addrs {
+            if let Err(denied) = self.policy.check(host, ip, port) {
+                tracing::info!(%ip, port, reason = %denied.0, "destination refused");
+                if last.is_none() {
+                    last = Some(SshError::new(
+                        SshErrorKind::DestinationForbidden,
+                        format!("the gateway may not connect there: {}", denied.0),
+                    ));
+                }
+                continue;
+            }
             let addr = SocketAddr::new(ip, port);
             match timeout_at(deadline, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => return prepare(stream),
@@ -73,7 +90,8 @@ impl Dialer {
         }))
     }
 
-    async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, SshError> {
+    /// The addresses of `host` (an IP literal is its own answer).
+    pub async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, SshError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
@@ -140,7 +158,10 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_tld_fails_without_a_query() {
-        let dialer = Dialer { resolver: None };
+        let dialer = Dialer {
+            resolver: None,
+            policy: Default::default(),
+        };
         let err = dialer
             .dial(
                 "nowhere.invalid",
@@ -157,11 +178,28 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let dialer = Dialer { resolver: None };
+        let dialer = Dialer {
+            resolver: None,
+            policy: Default::default(),
+        };
         let err = dialer
             .dial("127.0.0.1", port, Instant::now() + Duration::from_secs(5))
             .await
             .unwrap_err();
         assert_eq!(err.kind, SshErrorKind::ConnectFailed);
+    }
+
+    #[tokio::test]
+    async fn connect_checks_the_policy_on_the_resolved_address() {
+        let deny = vec!["127.0.0.0/8".to_owned()];
+        let dialer = Dialer {
+            resolver: None,
+            policy: Arc::new(DestinationPolicy::parse(&[], &deny).unwrap()),
+        };
+        let err = dialer
+            .dial("127.0.0.1", 22, Instant::now() + Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, SshErrorKind::DestinationForbidden);
     }
 }

@@ -12,6 +12,7 @@ pub enum SshErrorKind {
     KeyInvalid,
     SshFailed,
     ConnectionLost,
+    DestinationForbidden,
 }
 
 impl SshErrorKind {
@@ -24,10 +25,11 @@ impl SshErrorKind {
             SshErrorKind::KeyInvalid => "key_invalid",
             SshErrorKind::SshFailed => "ssh_failed",
             SshErrorKind::ConnectionLost => "connection_lost",
+            SshErrorKind::DestinationForbidden => "destination_forbidden",
         }
     }
 
-    pub const ALL: [SshErrorKind; 7] = [
+    pub const ALL: [SshErrorKind; 8] = [
         SshErrorKind::DnsFailed,
         SshErrorKind::ConnectFailed,
         SshErrorKind::ConnectTimeout,
@@ -35,6 +37,7 @@ impl SshErrorKind {
         SshErrorKind::KeyInvalid,
         SshErrorKind::SshFailed,
         SshErrorKind::ConnectionLost,
+        SshErrorKind::DestinationForbidden,
     ];
 }
 

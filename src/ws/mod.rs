@@ -39,6 +39,10 @@ pub struct Context {
     /// Live bridge threads, for leak checks and health.
     pub threads: Arc<AtomicUsize>,
     pub connect_timeout: Duration,
+    /// End a session after this long without input or output.
+    pub idle_timeout: Option<Duration>,
+    /// End a session after this long, busy or not.
+    pub max_session_time: Option<Duration>,
     /// Cancelled when the server shuts down; live sessions end with `server_shutdown`.
     pub shutdown: CancellationToken,
     /// Upgraded sockets, which hyper no longer tracks, so shutdown can wait for them.

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::Context;
 use super::protocol::{self, ClientEvent, ServerEvent};
-use crate::ssh::{Bridge, BridgeEvent, ExitInfo, Input, Start};
+use crate::ssh::{Bridge, BridgeEvent, ExitInfo, Input, SshError, SshErrorKind, Start};
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -40,6 +40,8 @@ pub const SESSION_ERROR_CODES: &[&str] = &[
     "message_too_large",
     "too_many_sessions",
     "server_shutdown",
+    "idle_timeout",
+    "session_time_limit",
 ];
 pub const WARNING_CODES: &[&str] = &["unknown_event", "already_started"];
 
@@ -135,7 +137,8 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
         Ok(stream) => stream,
         Err(e) => {
             tracing::info!(code = e.code(), "connect failed");
-            return Outcome::error(e.code(), e.message, CloseCode::Error);
+            let close = close_code(&e);
+            return Outcome::error(e.code(), e.message, close);
         }
     };
     let start = Start {
@@ -204,13 +207,33 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
     let mut pending: Option<Input> = None;
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let now = tokio::time::Instant::now();
+    // Far enough away to mean "never" for a timer that is off.
+    let never = now + Duration::from_secs(100 * 365 * 86_400);
+    let lifetime = tokio::time::sleep_until(ctx.max_session_time.map_or(never, |t| now + t));
+    // The idle timer is reset lazily: activity only records the time, and when the timer
+    // fires early it is pushed to `last_activity + idle`. No timer work per frame.
+    let idle = tokio::time::sleep_until(ctx.idle_timeout.map_or(never, |t| now + t));
+    tokio::pin!(lifetime, idle);
+    let mut last_activity = now;
     loop {
         tokio::select! {
             biased;
             () = ctx.shutdown.cancelled() => return shutdown(),
+            () = &mut lifetime => {
+                return Outcome::error("session_time_limit", "the session reached its time limit", CloseCode::Away);
+            }
+            () = &mut idle => {
+                let limit = ctx.idle_timeout.map_or(never, |t| last_activity + t);
+                if limit <= tokio::time::Instant::now() {
+                    return Outcome::error("idle_timeout", "the session was idle too long", CloseCode::Away);
+                }
+                idle.as_mut().reset(limit);
+            }
             event = bridge.next_event() => {
                 let message = match event {
                     Some(BridgeEvent::Output(bytes)) => {
+                        last_activity = tokio::time::Instant::now();
                         counts.bytes_out += bytes.len() as u64;
                         ServerEvent::Output(bytes).encode()
                     }
@@ -221,7 +244,8 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
                     Some(BridgeEvent::Closed(info)) => return Outcome::Closed(info),
                     Some(BridgeEvent::Failed(e)) => {
                         tracing::info!(code = e.code(), error = %e.message, "ssh failed");
-                        return Outcome::error(e.code(), e.message, CloseCode::Error);
+                        let close = close_code(&e);
+            return Outcome::error(e.code(), e.message, close);
                     }
                     None => return Outcome::error("ssh_failed", "the SSH session ended unexpectedly", CloseCode::Error),
                 };
@@ -245,6 +269,7 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
                 match event {
                     Ok(ClientEvent::Input(bytes)) if bytes.is_empty() => {}
                     Ok(ClientEvent::Input(bytes)) => {
+                        last_activity = tokio::time::Instant::now();
                         counts.bytes_in += bytes.len() as u64;
                         pending = Some(Input::Data(bytes));
                     }
@@ -265,6 +290,14 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
                 }
             }
         }
+    }
+}
+
+/// A refusal by policy is the client's to fix (1008); anything else failed on the SSH side.
+fn close_code(e: &SshError) -> CloseCode {
+    match e.kind {
+        SshErrorKind::DestinationForbidden => CloseCode::Policy,
+        _ => CloseCode::Error,
     }
 }
 

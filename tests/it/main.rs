@@ -9,4 +9,5 @@ mod browser;
 mod lifecycle;
 mod protocol_doc;
 mod secrets;
+mod security;
 mod sessions;

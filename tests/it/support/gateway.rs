@@ -14,6 +14,9 @@ use tokio::task::JoinHandle;
 use super::WAIT;
 use super::term::Term;
 
+/// The API token every test gateway accepts (tests that check tokens set their own).
+pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+
 pub struct Gateway {
     pub addr: SocketAddr,
     pub handle: Handle,
@@ -63,6 +66,10 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = Config::new(addr);
+        config.api_tokens = std::sync::Arc::new(vec![alfresco_ssh::config::ApiToken {
+            name: "test".into(),
+            token: alfresco_ssh::secret::Secret::new(TEST_TOKEN.into()),
+        }]);
         configure(&mut config);
         let server = Server::new(&config);
         let handle = server.handle();
@@ -101,9 +108,10 @@ impl Gateway {
         self.raw(&format!("GET {path} HTTP/1.1"), b"").await
     }
 
+    /// A POST with the test API token.
     pub async fn post(&self, path: &str, content_type: &str, body: &[u8]) -> HttpResponse {
         self.raw(
-            &format!("POST {path} HTTP/1.1\r\nContent-Type: {content_type}"),
+            &format!("POST {path} HTTP/1.1\r\nContent-Type: {content_type}\r\nAuthorization: Bearer {TEST_TOKEN}"),
             body,
         )
         .await

@@ -1,0 +1,208 @@
+//! Who may create sessions, where they may connect, which pages may open them, and how long
+//! they may last: each refusal with its code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alfresco_ssh::config::ApiToken;
+use alfresco_ssh::destination::DestinationPolicy;
+use alfresco_ssh::secret::Secret;
+use serde_json::json;
+
+use crate::support::gateway::Gateway;
+use crate::support::password_body;
+use crate::support::sshd::Sshd;
+
+fn body(host: &str) -> serde_json::Value {
+    json!({"hostname": host, "port": 22, "username": "u", "password": "p"})
+}
+
+fn create_with(auth: &str) -> String {
+    format!("POST /create-session HTTP/1.1\r\nContent-Type: application/json{auth}")
+}
+
+#[tokio::test]
+async fn create_session_needs_a_valid_token() {
+    let gw = Gateway::start_with(|c| {
+        c.api_tokens = Arc::new(vec![
+            ApiToken {
+                name: "ci".into(),
+                token: Secret::new("ci-token-0123456789abcdef".into()),
+            },
+            ApiToken {
+                name: "ops".into(),
+                token: Secret::new("ops-token-0123456789abcde".into()),
+            },
+        ])
+    })
+    .await;
+    let payload = body("10.0.0.5").to_string();
+    for auth in [
+        "",
+        "\r\nAuthorization: Bearer wrong-token-0123456789ab",
+        "\r\nAuthorization: Basic Y2k6eA==",
+        "\r\nAuthorization: Bearer ",
+    ] {
+        let res = gw.raw(&create_with(auth), payload.as_bytes()).await;
+        assert_eq!(
+            (res.status, res.error_code().as_str()),
+            (401, "unauthorized"),
+            "{auth:?}"
+        );
+    }
+    for token in ["ci-token-0123456789abcdef", "ops-token-0123456789abcde"] {
+        let res = gw
+            .raw(
+                &create_with(&format!("\r\nAuthorization: Bearer {token}")),
+                payload.as_bytes(),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text());
+    }
+    assert_eq!(gw.handle.pending(), 2);
+}
+
+#[tokio::test]
+async fn create_session_is_rate_limited() {
+    let gw = Gateway::start_with(|c| c.create_rate_per_minute = 3).await;
+    for _ in 0..3 {
+        assert_eq!(gw.create(&body("10.0.0.5")).await.status, 201);
+    }
+    let res = gw.create(&body("10.0.0.5")).await;
+    assert_eq!(
+        (res.status, res.error_code().as_str()),
+        (429, "rate_limited")
+    );
+    let retry: u64 = res
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry), "Retry-After {retry}");
+    assert_eq!(gw.handle.pending(), 3);
+}
+
+#[tokio::test]
+async fn destination_policy_at_create_time() {
+    let gw = Gateway::start_with(|c| {
+        let deny = vec![
+            "127.0.0.0/8".to_owned(),
+            "::1".to_owned(),
+            "10.9.0.0/16".to_owned(),
+        ];
+        c.destinations = Arc::new(DestinationPolicy::parse(&[], &deny).unwrap());
+    })
+    .await;
+    // Denied CIDRs, the cloud metadata address (denied by default), and a name that
+    // resolves (through /etc/hosts, no query leaves the machine) to a denied address.
+    for host in [
+        "10.9.1.2",
+        "127.0.0.1",
+        "169.254.169.254",
+        "fd00:ec2::254",
+        "localhost",
+    ] {
+        let res = gw.create(&body(host)).await;
+        assert_eq!(
+            (res.status, res.error_code().as_str()),
+            (403, "destination_forbidden"),
+            "{host}"
+        );
+    }
+    assert_eq!(gw.create(&body("10.0.0.5")).await.status, 201);
+    assert_eq!(gw.handle.pending(), 1);
+}
+
+/// A rule with a port refuses that port only, for an IP literal and for a name that
+/// resolves there. (That connecting checks the resolved address again is tested in
+/// `ssh::dial`'s unit tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_rules_with_ports() {
+    let sshd = Sshd::start();
+    let port = sshd.addr().port();
+    let gw = Gateway::start_with(|c| {
+        let deny = vec![format!("127.0.0.1:{port}"), format!("[::1]:{port}")];
+        c.destinations = Arc::new(DestinationPolicy::parse(&[], &deny).unwrap());
+    })
+    .await;
+    let res = gw.create(&password_body(&sshd)).await;
+    assert_eq!(
+        (res.status, res.error_code().as_str()),
+        (403, "destination_forbidden")
+    );
+    let mut by_name = password_body(&sshd);
+    by_name["hostname"] = "localhost".into();
+    assert_eq!(
+        gw.create(&by_name).await.status,
+        403,
+        "the name resolves to denied addresses"
+    );
+    let mut other_port = password_body(&sshd);
+    other_port["port"] = (port ^ 1).into();
+    assert_eq!(
+        gw.create(&other_port).await.status,
+        201,
+        "other ports are fine"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_origin_is_checked_before_the_upgrade() {
+    let gw = Gateway::start_with(|c| c.allowed_origins = vec!["https://portal.example.com".into()])
+        .await;
+    let upgrade = |origin: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=={origin}"
+        )
+    };
+    for origin in [
+        "http://evil.example",
+        "null",
+        "https://portal.example.com.evil.example",
+        "http://127.0.0.1",
+    ] {
+        let res = gw
+            .raw(&upgrade(&format!("\r\nOrigin: {origin}")), b"")
+            .await;
+        assert_eq!(
+            (res.status, res.error_code().as_str()),
+            (403, "origin_forbidden"),
+            "{origin}"
+        );
+    }
+    for origin in [
+        format!("http://{}", gw.addr),
+        "https://portal.example.com".into(),
+        "HTTPS://Portal.Example.com".into(),
+    ] {
+        let res = gw
+            .raw(&upgrade(&format!("\r\nOrigin: {origin}")), b"")
+            .await;
+        assert_eq!(res.status, 101, "{origin}");
+    }
+    // Scripts send no Origin; a hostile page cannot make a browser leave it out.
+    assert_eq!(gw.raw(&upgrade(""), b"").await.status, 101);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_and_session_time_limit() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start_with(|c| c.idle_timeout = Some(Duration::from_millis(800))).await;
+    let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+    term.ready().await;
+    // Activity keeps it alive past the idle limit…
+    for _ in 0..3 {
+        assert_eq!(term.run("sleep 0.4; echo busy").await, "busy\r\n");
+    }
+    // …and silence ends it.
+    assert_eq!(term.expect_error("idle_timeout").await.1, Some(1001));
+    gw.assert_idle().await;
+
+    let gw = Gateway::start_with(|c| c.max_session_time = Some(Duration::from_secs(1))).await;
+    let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+    term.ready().await;
+    term.input("while :; do echo tick; sleep 0.1; done\r").await;
+    assert_eq!(term.expect_error("session_time_limit").await.1, Some(1001));
+    gw.assert_idle().await;
+}
