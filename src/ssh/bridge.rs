@@ -81,6 +81,9 @@ pub(super) struct Shared {
     pub want_wake: AtomicBool,
     /// Set when the handle is dropped; the thread checks it every turn.
     pub closing: AtomicBool,
+    /// Set while the client asked for no output (flow control): the thread stops reading
+    /// the channel, so the SSH window stops the remote program. Input still flows.
+    pub paused: AtomicBool,
     /// A second handle on the socket while the blocking handshake runs, so that closing can
     /// shut the socket down and end it at once rather than at the connect deadline.
     handshake_socket: Mutex<Option<TcpStream>>,
@@ -138,6 +141,7 @@ impl Bridge {
             wake: Wake::new()?,
             want_wake: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             handshake_socket: Mutex::new(Some(start.stream.try_clone()?)),
         });
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
@@ -220,6 +224,13 @@ impl InputSender {
             permit,
             wake: &self.shared.wake,
         })
+    }
+
+    /// Stops (or restarts) reading output from the SSH channel, at the client's request.
+    pub fn set_paused(&self, paused: bool) {
+        if self.shared.paused.swap(paused, Ordering::AcqRel) != paused {
+            self.shared.wake.signal();
+        }
     }
 }
 

@@ -87,7 +87,8 @@ pub fn run(
             }
         }
         let mut more_to_read = false;
-        if stalled.is_none() {
+        let reading = stalled.is_none() && !shared.paused.load(Ordering::Acquire);
+        if reading {
             let (added, state) = match read_output(&mut shell.channel, &mut read_buf[held..]) {
                 Ok(read) => read,
                 Err(e) => return End::Failed(lost(&e)),
@@ -129,7 +130,7 @@ pub fn run(
 
         // Ask libssh2 what it waits for only when something is held back by it.
         let mut socket_flags = PollFlags::empty();
-        if stalled.is_none() {
+        if reading && stalled.is_none() {
             socket_flags |= PollFlags::IN;
         }
         if !pending_input.is_empty() || pending_resize.is_some() {

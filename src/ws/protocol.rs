@@ -24,12 +24,16 @@ pub mod name {
     pub const START_SESSION: &str = "start-session";
     pub const SSH_INPUT: &str = "ssh-input";
     pub const RESIZE: &str = "resize";
+    pub const PAUSE: &str = "pause";
+    pub const RESUME: &str = "resume";
     pub const CONNECTION_READY: &str = "connection-ready";
     pub const SSH_OUTPUT: &str = "ssh-output";
     pub const SSH_CLOSED: &str = "ssh-closed";
     pub const SSH_ERROR: &str = "ssh-error";
     pub const WARNING: &str = "warning";
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 10] = [
+        PAUSE,
+        RESUME,
         START_SESSION,
         SSH_INPUT,
         RESIZE,
@@ -54,6 +58,9 @@ pub enum ClientEvent {
         cols: u16,
         rows: u16,
     },
+    /// Flow control: stop sending output until `Resume`.
+    Pause,
+    Resume,
     Unknown(String),
 }
 
@@ -95,6 +102,8 @@ pub fn decode_text(text: &str) -> Result<ClientEvent, ProtocolError> {
             let (cols, rows) = size(&data, false)?;
             Ok(ClientEvent::Resize { cols, rows })
         }
+        name::PAUSE => Ok(ClientEvent::Pause),
+        name::RESUME => Ok(ClientEvent::Resume),
         _ => Ok(ClientEvent::Unknown(event)),
     }
 }
@@ -213,6 +222,15 @@ mod tests {
         assert_eq!(
             decode_binary(Bytes::from_static(b"\x03")),
             ClientEvent::Input(Bytes::from_static(b"\x03"))
+        );
+    }
+
+    #[test]
+    fn flow_control() {
+        assert_eq!(decode_text(r#"["pause"]"#).unwrap(), ClientEvent::Pause);
+        assert_eq!(
+            decode_text(r#"["resume",null]"#).unwrap(),
+            ClientEvent::Resume
         );
     }
 

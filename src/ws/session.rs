@@ -274,6 +274,8 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
                         pending = Some(Input::Data(bytes));
                     }
                     Ok(ClientEvent::Resize { cols, rows }) => pending = Some(Input::Resize { cols, rows }),
+                    Ok(ClientEvent::Pause) => input.set_paused(true),
+                    Ok(ClientEvent::Resume) => input.set_paused(false),
                     Ok(ClientEvent::StartSession { .. }) => {
                         let warning = ServerEvent::Warning { code: "already_started", message: "this socket already has a session" };
                         if !send(ws, warning.encode()).await {

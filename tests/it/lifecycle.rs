@@ -146,3 +146,28 @@ async fn client_leaves_during_handshake() {
     term.close().await;
     gw.assert_idle().await;
 }
+
+/// `pause` stops output at the source (the remote program blocks on the SSH window) while
+/// input still flows; `resume` lets the rest through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+    term.ready().await;
+    term.send_event("pause", json!(null)).await;
+    // ~21 MB of output if it ran to the end.
+    term.input("seq 1 3000000\r").await;
+    let while_paused = term.read_for(Duration::from_millis(1500)).await;
+    assert_eq!(while_paused, 0, "output arrived while paused");
+    // Ctrl-C gets through while paused, so `seq` never finishes.
+    term.send(tokio_tungstenite::tungstenite::Message::binary(vec![3u8]))
+        .await;
+    term.send_event("resume", json!(null)).await;
+    term.wait_for(&format!("^C\r\n{PROMPT}")).await;
+    let total = term.output.len();
+    assert!(total < 20 << 20, "seq ran to the end: {total} bytes");
+    assert_eq!(term.run("echo after").await, "after\r\n");
+    term.close().await;
+    gw.assert_idle().await;
+}

@@ -173,6 +173,20 @@ impl Term {
         out[..out.len() - format!("{marker}-end\r\n").len()].to_owned()
     }
 
+    /// Reads whatever arrives for `duration` (output is kept); returns the bytes read.
+    pub async fn read_for(&mut self, duration: std::time::Duration) -> usize {
+        let before = self.output.len();
+        let _ = tokio::time::timeout(duration, async {
+            loop {
+                if let Event::Closed(code) = self.next().await {
+                    panic!("socket closed ({code:?}) while reading");
+                }
+            }
+        })
+        .await;
+        self.output.len() - before
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.output).into_owned()
     }
