@@ -78,12 +78,25 @@ fn main() {
         bed.sshd_addr, bed.gateway.pid, bed.gateway.addr, bed.clk_tck
     );
 
+    // BENCH_ONLY=scale,echo runs a subset (for profiling one figure); default: all.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| o.trim() == name);
     let mut all = Vec::new();
-    all.extend(setup(&bed));
-    all.extend(throughput(&bed));
-    all.extend(echo(&bed));
-    all.extend(scale(&bed, scale_n));
-    all.extend(integrity(&bed));
+    if wanted("setup") {
+        all.extend(setup(&bed));
+    }
+    if wanted("throughput") {
+        all.extend(throughput(&bed));
+    }
+    if wanted("echo") {
+        all.extend(echo(&bed));
+    }
+    if wanted("scale") {
+        all.extend(scale(&bed, scale_n));
+    }
+    if wanted("integrity") {
+        all.extend(integrity(&bed));
+    }
 
     println!("\n## Summary\n");
     println!("| scenario | figure | direct | gateway | gateway/direct |");
@@ -359,6 +372,9 @@ fn scale(bed: &Bed, n: usize) -> Vec<(String, Row)> {
         "live sessions after opening {n}: {health}"
     );
     let open = bed.gateway.status();
+    for (size, count, rss) in bed.gateway.rss_by_mapping_size().into_iter().take(6) {
+        eprintln!("scale: {count} mappings of {size} KiB hold {rss} KiB resident");
+    }
     // Idle cost: the gateway's CPU while N sessions sit at their prompts. The bridge threads
     // sleep in poll(2) until input, output or the 30 s SSH keepalive, so this should be ~0.
     let clk_tck = clock_ticks();
@@ -1001,6 +1017,34 @@ impl GatewayProcess {
             rss_kb: field("VmRSS:"),
             threads: field("Threads:"),
         }
+    }
+
+    /// Where the resident memory is: the gateway's mappings grouped by size (thread stacks
+    /// are all one size), largest total first. Printed by the scale scenario to show what
+    /// an idle session costs.
+    fn rss_by_mapping_size(&self) -> Vec<(u64, usize, u64)> {
+        let text = fs::read_to_string(format!("/proc/{}/smaps", self.pid)).unwrap_or_default();
+        let mut groups: std::collections::BTreeMap<u64, (usize, u64)> = Default::default();
+        let mut size = 0;
+        for line in text.lines() {
+            let mut fields = line.split_whitespace();
+            match fields.next() {
+                Some("Size:") => size = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+                Some("Rss:") => {
+                    let rss: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let group = groups.entry(size).or_default();
+                    group.0 += 1;
+                    group.1 += rss;
+                }
+                _ => {}
+            }
+        }
+        let mut out: Vec<(u64, usize, u64)> = groups
+            .into_iter()
+            .map(|(size, (n, rss))| (size, n, rss))
+            .collect();
+        out.sort_by_key(|&(_, _, rss)| std::cmp::Reverse(rss));
+        out
     }
 }
 

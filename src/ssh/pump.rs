@@ -22,6 +22,8 @@ use super::error::{SshError, SshErrorKind};
 
 /// Output is coalesced up to this many bytes per event (one WebSocket frame each).
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
+/// The read buffer an idle session starts with.
+const INITIAL_READ_BUFFER: usize = 4 * 1024;
 /// SSH keepalive interval: keeps NAT and proxies from dropping an idle session.
 const KEEPALIVE_SECS: u32 = 30;
 const LIBSSH2_ERROR_EAGAIN: i32 = -37;
@@ -43,7 +45,9 @@ pub fn run(
 ) -> End {
     shell.session.set_keepalive(false, KEEPALIVE_SECS);
     shell.session.set_blocking(false);
-    let mut read_buf = vec![0u8; OUTPUT_CHUNK];
+    // Starts small and grows to OUTPUT_CHUNK under bulk output: an idle session should not
+    // keep 64 KiB resident for a prompt.
+    let mut read_buf = vec![0u8; INITIAL_READ_BUFFER];
     // Output read but not yet queued: `read_buf[..held]`.
     let mut held = 0;
     let mut pending_input: VecDeque<Bytes> = VecDeque::new();
@@ -97,7 +101,7 @@ pub fn run(
             // Send at once when the WebSocket side is idle (a keystroke's echo must not
             // wait); while it is still busy with earlier output, gather up to a full chunk
             // instead: fewer, larger frames cost far fewer wake-ups and syscalls.
-            let full = held == read_buf.len();
+            let full = held == OUTPUT_CHUNK;
             let send_now =
                 full || matches!(state, ReadState::Eof) || consumer_idle(shared, events_tx);
             if held > 0 && send_now {
@@ -120,7 +124,14 @@ pub fn run(
                     }
                     return End::Remote;
                 }
-                ReadState::BufferFull => more_to_read = stalled.is_none(),
+                // More is waiting: grow a small buffer for bulk output (it stays grown), and
+                // read on before polling.
+                ReadState::BufferFull => {
+                    if read_buf.len() < OUTPUT_CHUNK {
+                        read_buf.resize((read_buf.len() * 4).min(OUTPUT_CHUNK), 0);
+                    }
+                    more_to_read = stalled.is_none();
+                }
                 ReadState::WouldBlock => {}
             }
         }

@@ -31,6 +31,9 @@ use crate::store::Store;
 
 pub use protocol::{MAX_MESSAGE, name as event_name};
 
+/// Bytes tungstenite reads from the socket at a time (see `upgrade`).
+const WS_READ_BUFFER: usize = 8 * 1024;
+
 /// What the WebSocket side needs from the server, and nothing more.
 pub struct Context {
     pub store: Arc<Store>,
@@ -130,7 +133,11 @@ pub fn upgrade<B>(
     tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
+                // tungstenite zero-fills its whole read buffer before every read: the
+                // 128 KiB default cost each idle session 128 KiB of RSS and each keystroke
+                // a 128 KiB memset. Input is keystrokes and pastes; 8 KiB reads suffice.
                 let config = WebSocketConfig::default()
+                    .read_buffer_size(WS_READ_BUFFER)
                     .max_message_size(Some(MAX_MESSAGE))
                     .max_frame_size(Some(MAX_MESSAGE));
                 let ws = WebSocketStream::from_raw_socket(
