@@ -21,8 +21,16 @@ const LIBSSH2_ERROR_AUTHENTICATION_FAILED: i32 = -18;
 const LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED: i32 = -19;
 
 /// AES-GCM first: through libssh2 it is markedly faster than chacha20-poly1305 on CPUs with
-/// AES-NI, and both are AEAD. The CTR modes stay for older servers.
+/// AES-NI, and both are AEAD. The CTR modes stay for older servers; no CBC, no RC4.
 const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
+/// Key exchange without SHA-1 or 1024-bit groups; post-quantum hybrid first. libssh2 adds
+/// `kex-strict-c-v00@openssh.com` (the Terrapin fix) and `ext-info-c` in front itself.
+const KEX: &str = "mlkem768x25519-sha256,curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,diffie-hellman-group14-sha256";
+/// Host key algorithms without DSA or SHA-1 RSA signatures (as OpenSSH since 8.8).
+const HOST_KEYS: &str = "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256";
+/// MACs (used only with the CTR ciphers): SHA-2, encrypt-then-MAC first.
+const MACS: &str =
+    "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha2-256,hmac-sha2-512";
 
 /// The locale asked for with `setenv`, as OpenSSH's `SendEnv LANG` would: the page is UTF-8.
 const REMOTE_LANG: &str = "C.UTF-8";
@@ -55,9 +63,19 @@ pub fn open_shell(
     let socket = Arc::new(stream);
     let mut session = Session::new().map_err(|e| failed("cannot create an SSH session", &e))?;
     session.set_tcp_stream(SharedSocket(socket.clone()));
-    for dir in [MethodType::CryptCs, MethodType::CryptSc] {
-        // Unknown names are skipped by libssh2; an error here only means "keep the defaults".
-        let _ = session.method_pref(dir, CIPHERS);
+    let prefs = [
+        (MethodType::Kex, KEX),
+        (MethodType::HostKey, HOST_KEYS),
+        (MethodType::CryptCs, CIPHERS),
+        (MethodType::CryptSc, CIPHERS),
+        (MethodType::MacCs, MACS),
+        (MethodType::MacSc, MACS),
+    ];
+    for (method, list) in prefs {
+        // libssh2 skips names it does not know; it fails only if it knows none of them.
+        session
+            .method_pref(method, list)
+            .map_err(|e| failed("cannot set SSH algorithm preferences", &e))?;
     }
 
     set_timeout(&session, deadline)?;
