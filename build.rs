@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::{env, fs};
 
 fn main() {
+    versions();
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("assets");
     let manifest = root.join("manifest.txt");
     println!("cargo:rerun-if-changed={}", manifest.display());
@@ -39,6 +40,39 @@ fn main() {
     }
     let dest = PathBuf::from(env::var("OUT_DIR").unwrap()).join("assets.rs");
     fs::write(dest, out).unwrap();
+}
+
+/// `ALFRESCO_VERSION_DETAIL` for `--version`: the git commit and the bundled libssh2 and
+/// OpenSSL versions (from their -sys crates' build metadata). Unknown parts say so.
+fn versions() {
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let libssh2 = env::var("DEP_SSH2_INCLUDE")
+        .ok()
+        .and_then(|dir| fs::read_to_string(Path::new(&dir).join("libssh2.h")).ok())
+        .and_then(|h| {
+            h.lines().find_map(|l| {
+                l.strip_prefix("#define LIBSSH2_VERSION ")
+                    .map(|v| v.trim().trim_matches('"').to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    // OPENSSL_VERSION_NUMBER: 0xMNN00PP0 for OpenSSL 3 (major, minor, patch).
+    let openssl = env::var("DEP_OPENSSL_VERSION_NUMBER")
+        .ok()
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .map(|n| format!("{}.{}.{}", n >> 28, (n >> 20) & 0xff, (n >> 4) & 0xff))
+        .unwrap_or_else(|| "unknown".into());
+    println!(
+        "cargo:rustc-env=ALFRESCO_VERSION_DETAIL={} (commit {commit}, libssh2 {libssh2}, OpenSSL {openssl})",
+        env::var("CARGO_PKG_VERSION").unwrap()
+    );
+    println!("cargo:rerun-if-changed=.git/HEAD");
 }
 
 /// An `Asset { .. }` expression for one file, with its content type and a content ETag.

@@ -16,7 +16,7 @@ use crate::secret::Secret;
 #[derive(Debug, Parser)]
 #[command(
     name = "alfresco-ssh",
-    version,
+    version = env!("ALFRESCO_VERSION_DETAIL"),
     about = "A web SSH gateway: POST /create-session, open the one-time URL, get a terminal."
 )]
 pub struct Args {
@@ -48,6 +48,10 @@ pub struct Args {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, env = "ALFRESCO_LOG", default_value = "info")]
     pub log: String,
+
+    /// Log format: `text` for people, `json` (one object per line) for log shippers.
+    #[arg(long, env = "ALFRESCO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 
     /// File of API tokens for POST /create-session, one per line as `name:token` (the name
     /// appears in logs) or a bare token. Blank lines and `#` comments are skipped.

@@ -95,7 +95,7 @@ impl DestinationPolicy {
         if !self.deny.is_empty() {
             out.push_str(&format!(", never {}", list(&self.deny)));
         }
-        out.push_str(" (link-local and cloud metadata refused unless allowed by name)");
+        out.push_str(" (link-local and cloud metadata refused unless an --allow rule matches)");
         out
     }
 }

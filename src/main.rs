@@ -33,10 +33,14 @@ fn run() -> Result<(), String> {
         config.api_tokens = std::sync::Arc::new(vec![generated]);
     }
     let filter = EnvFilter::try_new(&args.log).map_err(|e| format!("invalid --log filter: {e}"))?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if args.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     raise_fd_limit();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -56,6 +60,7 @@ fn run() -> Result<(), String> {
         tracing::info!(
             "listening on http://{addr}; create sessions with POST {base}/create-session"
         );
+        tracing::info!("destinations: {}", config.destinations.summary());
         server
             .run(listener, shutdown_signal())
             .await

@@ -63,6 +63,8 @@ pub async fn route(
         (_, "/ws") => Err(ApiError::method_not_allowed("GET")),
         (&Method::GET | &Method::HEAD, "/healthz") => Ok(healthz(&state)),
         (_, "/healthz") => Err(ApiError::method_not_allowed("GET, HEAD")),
+        (&Method::GET | &Method::HEAD, "/readyz") => readyz(&state),
+        (_, "/readyz") => Err(ApiError::method_not_allowed("GET, HEAD")),
         (&Method::GET | &Method::HEAD, p) if p.starts_with("/assets/") => {
             assets::find(&p["/assets/".len()..])
                 .map(|a| assets::serve(a, req.headers()))
@@ -220,6 +222,21 @@ fn base_url(state: &State, host: Option<&HeaderValue>) -> String {
         Some(host) => format!("http://{host}"),
         None => format!("http://{}", state.listen),
     }
+}
+
+/// Ready to take sessions: not shutting down. Load balancers stop sending work on 503.
+fn readyz(state: &State) -> Result<Response<Full<Bytes>>, ApiError> {
+    if state.ws.shutdown.is_cancelled() {
+        return Err(ApiError::from(ws::Refusal::ShuttingDown));
+    }
+    let mut res = Response::new(Full::new(Bytes::from_static(b"{\"ready\":true}")));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    Ok(res)
 }
 
 fn healthz(state: &State) -> Response<Full<Bytes>> {

@@ -171,6 +171,11 @@ async fn healthz_counts_sessions() {
     term.close().await;
     gw.assert_idle().await;
     assert_eq!(health(gw.get("/healthz").await), (0, 0));
+    let ready = gw.get("/readyz").await;
+    assert_eq!(
+        (ready.status, ready.json()["ready"].as_bool()),
+        (200, Some(true))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
