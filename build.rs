@@ -72,7 +72,9 @@ fn versions() {
         "cargo:rustc-env=ALFRESCO_VERSION_DETAIL={} (commit {commit}, libssh2 {libssh2}, OpenSSL {openssl})",
         env::var("CARGO_PKG_VERSION").unwrap()
     );
+    // HEAD names the branch; the log changes with every commit.
     println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/logs/HEAD");
 }
 
 /// An `Asset { .. }` expression for one file, with its content type and a content ETag.
