@@ -86,6 +86,11 @@ pub struct Args {
     #[arg(long, env = "ALFRESCO_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// On SIGTERM/SIGINT, how long live sessions may go on (new ones are refused) before
+    /// they are ended. 0 = end them at once.
+    #[arg(long, env = "ALFRESCO_DRAIN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
     /// End a session after this long, however busy (0 = never).
     #[arg(long, env = "ALFRESCO_MAX_SESSION_TIME", default_value = "12h", value_parser = parse_duration)]
     pub max_session_time: Duration,
@@ -124,6 +129,8 @@ pub struct Config {
     pub destinations: Arc<DestinationPolicy>,
     pub idle_timeout: Option<Duration>,
     pub max_session_time: Option<Duration>,
+    /// How long live sessions may go on after a shutdown signal.
+    pub drain_timeout: Duration,
 }
 
 impl Config {
@@ -142,6 +149,7 @@ impl Config {
             destinations: Arc::new(DestinationPolicy::default()),
             idle_timeout: Some(Duration::from_secs(30 * 60)),
             max_session_time: Some(Duration::from_secs(12 * 3600)),
+            drain_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -211,6 +219,7 @@ impl TryFrom<&Args> for Config {
             destinations: Arc::new(destinations),
             idle_timeout: nonzero(args.idle_timeout),
             max_session_time: nonzero(args.max_session_time),
+            drain_timeout: args.drain_timeout,
         })
     }
 }

@@ -32,6 +32,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Server {
     http: Arc<http::State>,
+    drain_timeout: Duration,
 }
 
 /// A read-only view of the server's counts, for tests, health and leak checks.
@@ -69,6 +70,7 @@ impl Server {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
             max_session_time: config.max_session_time,
+            draining: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
@@ -82,7 +84,10 @@ impl Server {
             destinations: config.destinations.clone(),
             ws,
         });
-        Server { http }
+        Server {
+            http,
+            drain_timeout: config.drain_timeout,
+        }
     }
 
     pub fn handle(&self) -> Handle {
@@ -103,7 +108,12 @@ impl Server {
         let stop_connections = CancellationToken::new();
         let sweeper = tokio::spawn(sweep(state.store.clone(), state.ws.shutdown.clone()));
         tokio::pin!(shutdown);
+        let ws = state.ws.clone();
+        // Far enough away to mean "not draining yet".
+        let drain_end = tokio::time::sleep(Duration::from_secs(100 * 365 * 86_400));
+        tokio::pin!(drain_end);
         loop {
+            let draining = ws.draining.is_cancelled();
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -114,7 +124,17 @@ impl Server {
                         continue;
                     }
                 },
-                () = &mut shutdown => break,
+                // Drain: refuse new sessions (503), tell live ones, keep serving HTTP
+                // (so /readyz can say so) until they end or the drain timeout passes.
+                () = &mut shutdown, if !draining => {
+                    tracing::info!(live = ws.slots.live(), timeout = ?self.drain_timeout, "draining");
+                    ws.draining.cancel();
+                    ws.tracker.close();
+                    drain_end.as_mut().reset(tokio::time::Instant::now() + self.drain_timeout);
+                    continue;
+                }
+                () = ws.tracker.wait(), if draining => break,
+                () = &mut drain_end, if draining => break,
             };
             let _ = stream.set_nodelay(true);
             let state = state.clone();
@@ -144,11 +164,9 @@ impl Server {
             });
         }
 
-        tracing::info!("shutting down");
+        tracing::info!(live = ws.slots.live(), "shutting down");
         drop(listener);
-        let ws = &state.ws;
         ws.shutdown.cancel();
-        ws.tracker.close();
         stop_connections.cancel();
         connections.close();
         let drained = tokio::time::timeout(SHUTDOWN_WAIT, async {

@@ -94,6 +94,9 @@ async fn create_session(
     state: &State,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
+    if state.ws.draining.is_cancelled() {
+        return Err(ApiError::from(ws::Refusal::ShuttingDown));
+    }
     let token = auth::authenticate(req.headers(), &state.api_tokens)?;
     let keys = [RateKey::Token(token.to_owned()), RateKey::Client(peer.ip())];
     state
@@ -226,7 +229,7 @@ fn base_url(state: &State, host: Option<&HeaderValue>) -> String {
 
 /// Ready to take sessions: not shutting down. Load balancers stop sending work on 503.
 fn readyz(state: &State) -> Result<Response<Full<Bytes>>, ApiError> {
-    if state.ws.shutdown.is_cancelled() {
+    if state.ws.draining.is_cancelled() {
         return Err(ApiError::from(ws::Refusal::ShuttingDown));
     }
     let mut res = Response::new(Full::new(Bytes::from_static(b"{\"ready\":true}")));

@@ -46,7 +46,9 @@ pub struct Context {
     pub idle_timeout: Option<Duration>,
     /// End a session after this long, busy or not.
     pub max_session_time: Option<Duration>,
-    /// Cancelled when the server shuts down; live sessions end with `server_shutdown`.
+    /// Cancelled when a shutdown signal arrives: no new sessions, live ones are told.
+    pub draining: CancellationToken,
+    /// Cancelled when the drain is over; live sessions end with `server_shutdown`.
     pub shutdown: CancellationToken,
     /// Upgraded sockets, which hyper no longer tracks, so shutdown can wait for them.
     pub tracker: TaskTracker,
@@ -57,6 +59,7 @@ pub struct Context {
 pub enum Refusal {
     NotWebSocket,
     TooManySessions,
+    /// Draining or shut down: no new sessions.
     ShuttingDown,
 }
 
@@ -122,7 +125,7 @@ pub fn upgrade<B>(
     let accept = websocket_key(req.headers())
         .map(derive_accept_key)
         .ok_or(Refusal::NotWebSocket)?;
-    if ctx.shutdown.is_cancelled() {
+    if ctx.draining.is_cancelled() {
         return Err(Refusal::ShuttingDown);
     }
     if ctx.slots.is_full() {

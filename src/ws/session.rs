@@ -43,7 +43,7 @@ pub const SESSION_ERROR_CODES: &[&str] = &[
     "idle_timeout",
     "session_time_limit",
 ];
-pub const WARNING_CODES: &[&str] = &["unknown_event", "already_started"];
+pub const WARNING_CODES: &[&str] = &["unknown_event", "already_started", "server_draining"];
 
 /// Why a session ends, and what the client is told.
 enum Outcome {
@@ -216,10 +216,21 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
     let idle = tokio::time::sleep_until(ctx.idle_timeout.map_or(never, |t| now + t));
     tokio::pin!(lifetime, idle);
     let mut last_activity = now;
+    let mut told_draining = false;
     loop {
         tokio::select! {
             biased;
             () = ctx.shutdown.cancelled() => return shutdown(),
+            () = ctx.draining.cancelled(), if !told_draining => {
+                told_draining = true;
+                let warning = ServerEvent::Warning {
+                    code: "server_draining",
+                    message: "the gateway is shutting down; finish your work, this session will be ended soon",
+                };
+                if !send(ws, warning.encode()).await {
+                    return Outcome::ClientGone;
+                }
+            }
             () = &mut lifetime => {
                 return Outcome::error("session_time_limit", "the session reached its time limit", CloseCode::Away);
             }

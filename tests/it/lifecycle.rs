@@ -171,3 +171,45 @@ async fn pause_and_resume() {
     term.close().await;
     gw.assert_idle().await;
 }
+
+/// A shutdown signal drains: new sessions and readiness are refused, live sessions are told
+/// and go on (a command finishes), then end with `server_shutdown` at the drain deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_lets_live_sessions_finish() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start_with(|c| c.drain_timeout = Duration::from_secs(3)).await;
+    let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+    term.ready().await;
+    assert_eq!(gw.get("/readyz").await.status, 200);
+    let addr = gw.addr;
+    let handle = gw.handle.clone();
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(gw.stop());
+
+    assert_eq!(term.expect("warning").await["code"], "server_draining");
+    // The live session goes on…
+    assert_eq!(term.run("sleep 0.5; echo finished").await, "finished\r\n");
+    // …while nothing new is accepted, and readiness says so.
+    let probe = Gateway::client(addr);
+    let ready = probe.get("/readyz").await;
+    assert_eq!(
+        (ready.status, ready.error_code().as_str()),
+        (503, "server_shutdown")
+    );
+    let res = probe.create(&password_body(&sshd)).await;
+    assert_eq!(
+        (res.status, res.error_code().as_str()),
+        (503, "server_shutdown")
+    );
+
+    assert_eq!(term.expect_error("server_shutdown").await.1, Some(1001));
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "not before the drain deadline"
+    );
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("stops in time")
+        .unwrap();
+    assert_eq!((handle.live(), handle.bridge_threads()), (0, 0));
+}

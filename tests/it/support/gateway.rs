@@ -19,72 +19,28 @@ pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
 
 pub struct Gateway {
     pub addr: SocketAddr,
+    client: Client,
     pub handle: Handle,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-pub struct HttpResponse {
-    pub status: u16,
-    /// Header names in lower case.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+/// Speaks the gateway's HTTP and WebSocket contract to an address. A `Gateway` is one too
+/// (through `Deref`); a bare `Client` reaches a gateway whose handle is gone (being stopped).
+#[derive(Clone, Copy)]
+pub struct Client {
+    pub addr: SocketAddr,
 }
 
-impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
+impl std::ops::Deref for Gateway {
+    type Target = Client;
 
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    /// The `error.code` of a JSON error answer.
-    pub fn error_code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error code in {}", self.json()))
-            .to_owned()
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }
 
-impl Gateway {
-    pub async fn start() -> Gateway {
-        Self::start_with(|_| {}).await
-    }
-
-    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Gateway {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut config = Config::new(addr);
-        config.api_tokens = std::sync::Arc::new(vec![alfresco_ssh::config::ApiToken {
-            name: "test".into(),
-            token: alfresco_ssh::secret::Secret::new(TEST_TOKEN.into()),
-        }]);
-        configure(&mut config);
-        let server = Server::new(&config);
-        let handle = server.handle();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(listener, async {
-            let _ = rx.await;
-        }));
-        Gateway {
-            addr,
-            handle,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
-    }
-
+impl Client {
     /// Sends one raw request (`head` without the final blank line) and reads the response.
     pub async fn raw(&self, head: &str, body: &[u8]) -> HttpResponse {
         let mut stream = TcpStream::connect(self.addr).await.unwrap();
@@ -151,6 +107,77 @@ impl Gateway {
         let mut term = self.ws().await;
         term.start(&id, cols, rows).await;
         term
+    }
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `error.code` of a JSON error answer.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {}", self.json()))
+            .to_owned()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Gateway {
+    /// A client for a gateway at `addr`.
+    pub fn client(addr: SocketAddr) -> Client {
+        Client { addr }
+    }
+
+    pub async fn start() -> Gateway {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Gateway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = Config::new(addr);
+        config.api_tokens = std::sync::Arc::new(vec![alfresco_ssh::config::ApiToken {
+            name: "test".into(),
+            token: alfresco_ssh::secret::Secret::new(TEST_TOKEN.into()),
+        }]);
+        // Tests that stop a gateway with live sessions do not wait for a drain unless
+        // they ask for one.
+        config.drain_timeout = Duration::ZERO;
+        configure(&mut config);
+        let server = Server::new(&config);
+        let handle = server.handle();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async {
+            let _ = rx.await;
+        }));
+        Gateway {
+            addr,
+            client: Client { addr },
+            handle,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// Waits until no session is live and no bridge thread runs: nothing leaked.
