@@ -30,6 +30,7 @@ test-deps:
 	  [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  [ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && $(APT_GET) install -y -qq --no-install-recommends $$missing; \
@@ -49,11 +50,15 @@ test: assets test-deps lint
 bench: assets test-deps
 	$(CARGO) bench --bench gateway
 
-## A fully static binary (glibc, libssh2 and OpenSSL linked in), assets embedded.
+## A fully static binary (glibc, libssh2 and OpenSSL linked in), assets embedded, and its
+## SHA-256 checksum, in dist/.
 release: assets
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(TARGET)
-	@ls -l target/$(TARGET)/release/alfresco-ssh
-	@ldd target/$(TARGET)/release/alfresco-ssh || true
+	mkdir -p dist
+	cp target/$(TARGET)/release/alfresco-ssh dist/alfresco-ssh
+	cd dist && sha256sum alfresco-ssh > alfresco-ssh.sha256
+	@ls -l dist/alfresco-ssh && cat dist/alfresco-ssh.sha256
+	@ldd dist/alfresco-ssh || true
 
 clean:
 	$(CARGO) clean
