@@ -1,0 +1,67 @@
+//! The documents keep up with the code: docs/PROTOCOL.md names every event and error code,
+//! and the README flags table every flag of `--help` with its default.
+
+use alfresco_ssh::{http, ws};
+
+#[test]
+fn every_event_and_code_is_documented() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let mut names: Vec<&str> = Vec::new();
+    names.extend(ws::event_name::ALL);
+    names.extend(http::ERROR_CODES);
+    names.extend(ws::error_codes());
+    names.extend(ws::warning_codes());
+    assert!(names.len() > 25, "the lists themselves are wired up");
+    let missing: Vec<&str> = names
+        .into_iter()
+        .filter(|n| !doc.contains(&format!("`{n}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing from docs/PROTOCOL.md: {missing:?}"
+    );
+}
+
+#[test]
+fn readme_flags_table_matches_help() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_alfresco-ssh"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    // Each option starts a line "      --name <VALUE>"; its text runs to the next option.
+    let mut options: Vec<(String, Option<String>)> = Vec::new();
+    for line in help.lines() {
+        if let Some(rest) = line.trim_start().strip_prefix("--") {
+            let name = rest.split([' ', '=']).next().unwrap().to_owned();
+            options.push((name, None));
+        } else if let (Some(default), Some(last)) =
+            (line.split("[default: ").nth(1), options.last_mut())
+        {
+            last.1 = Some(default.split(']').next().unwrap().to_owned());
+        }
+    }
+    let options: Vec<_> = options
+        .into_iter()
+        .filter(|(n, _)| n != "help" && n != "version")
+        .collect();
+    assert!(
+        options.len() >= 15,
+        "parsed the --help options: {options:?}"
+    );
+    for (name, default) in options {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `--{name}`")))
+            .unwrap_or_else(|| panic!("README's flags table has no row for --{name}"));
+        if let Some(default) = default {
+            assert!(
+                row.contains(&format!("`{default}`")),
+                "README gives another default for --{name} (help: {default}): {row}"
+            );
+        }
+    }
+}
