@@ -20,6 +20,7 @@
 pub mod config;
 pub mod destination;
 pub mod http;
+pub mod metrics;
 pub mod request;
 pub mod secret;
 pub mod server;

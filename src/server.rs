@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http;
+use crate::metrics::Metrics;
 use crate::ssh::Dialer;
 use crate::store::Store;
 use crate::ws;
@@ -73,6 +74,7 @@ impl Server {
             draining: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            metrics: Arc::new(Metrics::default()),
         });
         let http = Arc::new(http::State {
             store,

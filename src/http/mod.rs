@@ -54,7 +54,12 @@ pub async fn route(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let result = match (req.method(), path.as_str()) {
-        (&Method::POST, "/create-session") => create_session(req, &state, peer).await,
+        (&Method::POST, "/create-session") => {
+            let result = create_session(req, &state, peer).await;
+            let outcome = result.as_ref().map_or_else(|e| e.code, |_| "created");
+            state.ws.metrics.create_request(outcome);
+            result
+        }
         (_, "/create-session") => Err(ApiError::method_not_allowed("POST")),
         (&Method::GET, "/ws") if !origin_allowed(req.headers(), &state) => {
             Err(ApiError::origin_forbidden())
@@ -64,6 +69,8 @@ pub async fn route(
         (&Method::GET | &Method::HEAD, "/healthz") => Ok(healthz(&state)),
         (_, "/healthz") => Err(ApiError::method_not_allowed("GET, HEAD")),
         (&Method::GET | &Method::HEAD, "/readyz") => readyz(&state),
+        (&Method::GET, "/metrics") => metrics(req.headers(), &state, peer),
+        (_, "/metrics") => Err(ApiError::method_not_allowed("GET")),
         (_, "/readyz") => Err(ApiError::method_not_allowed("GET, HEAD")),
         (&Method::GET | &Method::HEAD, p) if p.starts_with("/assets/") => {
             assets::find(&p["/assets/".len()..])
@@ -225,6 +232,32 @@ fn base_url(state: &State, host: Option<&HeaderValue>) -> String {
         Some(host) => format!("http://{host}"),
         None => format!("http://{}", state.listen),
     }
+}
+
+/// Prometheus metrics: open to loopback scrapers, else behind an API token.
+fn metrics(
+    headers: &HeaderMap,
+    state: &State,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    if !peer.ip().to_canonical().is_loopback() {
+        auth::authenticate(headers, &state.api_tokens)?;
+    }
+    let text = state.ws.metrics.render(crate::metrics::Gauges {
+        pending: state.store.len(),
+        live: state.ws.slots.live(),
+        bridge_threads: state.ws.threads.load(std::sync::atomic::Ordering::Acquire),
+    });
+    let mut res = Response::new(Full::new(Bytes::from(text)));
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    Ok(res)
 }
 
 /// Ready to take sessions: not shutting down. Load balancers stop sending work on 503.

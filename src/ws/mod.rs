@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::Metrics;
 use crate::ssh::{Dialer, SshErrorKind};
 use crate::store::Store;
 
@@ -50,6 +51,7 @@ pub struct Context {
     pub draining: CancellationToken,
     /// Cancelled when the drain is over; live sessions end with `server_shutdown`.
     pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
     /// Upgraded sockets, which hyper no longer tracks, so shutdown can wait for them.
     pub tracker: TaskTracker,
 }

@@ -92,6 +92,7 @@ fn read_error(e: &WsError) -> Outcome {
 pub async fn serve(mut ws: Socket, ctx: &Context) {
     let span = tracing::info_span!("session", id = tracing::field::Empty);
     let outcome = run(&mut ws, ctx, &span).instrument(span.clone()).await;
+    ctx.metrics.session_ended(outcome.label());
     finish(&mut ws, &outcome).instrument(span).await;
 }
 
@@ -159,8 +160,17 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
             );
         }
     };
-    let mut counts = Counts::default();
+    let mut counts = Counts {
+        claimed: Some(started),
+        ..Counts::default()
+    };
     let outcome = pump(ws, ctx, &mut { bridge }, &mut counts).await;
+    ctx.metrics.traffic(
+        counts.bytes_in,
+        counts.bytes_out,
+        counts.frames_in,
+        counts.frames_out,
+    );
     tracing::info!(
         outcome = outcome.label(),
         secs = started.elapsed().as_secs_f32(),
@@ -199,6 +209,10 @@ async fn wait_for_start(ws: &mut Socket) -> Result<(Uuid, u16, u16), Outcome> {
 struct Counts {
     bytes_in: u64,
     bytes_out: u64,
+    frames_in: u64,
+    frames_out: u64,
+    /// When the session was claimed, for the time-to-shell histogram.
+    claimed: Option<Instant>,
 }
 
 /// The live session: until the remote side ends, the client leaves, or the server stops.
@@ -246,10 +260,14 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
                     Some(BridgeEvent::Output(bytes)) => {
                         last_activity = tokio::time::Instant::now();
                         counts.bytes_out += bytes.len() as u64;
+                        counts.frames_out += 1;
                         ServerEvent::Output(bytes).encode()
                     }
                     Some(BridgeEvent::Ready { cols, rows }) => {
                         tracing::info!("shell ready");
+                        if let Some(claimed) = counts.claimed {
+                            ctx.metrics.connected(claimed.elapsed().as_secs_f64());
+                        }
                         ServerEvent::ConnectionReady { cols, rows }.encode()
                     }
                     Some(BridgeEvent::Closed(info)) => return Outcome::Closed(info),
@@ -282,6 +300,7 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
                     Ok(ClientEvent::Input(bytes)) => {
                         last_activity = tokio::time::Instant::now();
                         counts.bytes_in += bytes.len() as u64;
+                        counts.frames_in += 1;
                         pending = Some(Input::Data(bytes));
                     }
                     Ok(ClientEvent::Resize { cols, rows }) => pending = Some(Input::Resize { cols, rows }),

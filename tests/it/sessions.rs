@@ -211,3 +211,70 @@ async fn assets_are_embedded_with_types_and_caching() {
     assert_eq!(gw.get("/assets/nope.js").await.error_code(), "not_found");
     assert_eq!(gw.get("/assets/../Cargo.toml").await.status, 404);
 }
+
+/// Metrics follow sessions as they come and go: scrape, act, scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_sessions() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let scrape = || async {
+        let res = gw.get("/metrics").await;
+        assert_eq!(res.status, 200);
+        assert!(
+            res.header("content-type")
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        res.text()
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    let before = scrape().await;
+    assert_eq!(value(&before, "alfresco_sessions_live"), 0.0);
+
+    let id = gw.create_id(&password_body(&sshd)).await;
+    let bad = gw
+        .raw(
+            "POST /create-session HTTP/1.1\r\nContent-Type: application/json",
+            b"{}",
+        )
+        .await;
+    assert_eq!(bad.status, 401);
+    let mut term = gw.ws().await;
+    term.start(&id, 80, 24).await;
+    term.ready().await;
+    let during = scrape().await;
+    assert_eq!(
+        value(
+            &during,
+            "alfresco_create_session_requests_total{outcome=\"created\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &during,
+            "alfresco_create_session_requests_total{outcome=\"unauthorized\"}"
+        ),
+        1.0
+    );
+    assert_eq!(value(&during, "alfresco_sessions_live"), 1.0);
+    assert_eq!(value(&during, "alfresco_bridge_threads"), 1.0);
+    assert_eq!(value(&during, "alfresco_ssh_connect_seconds_count"), 1.0);
+
+    term.input("exit 3\r").await;
+    term.expect("ssh-closed").await;
+    term.expect_close().await;
+    gw.assert_idle().await;
+    let after = scrape().await;
+    assert_eq!(value(&after, "alfresco_sessions_live"), 0.0);
+    assert_eq!(
+        value(&after, "alfresco_sessions_ended_total{reason=\"exited\"}"),
+        1.0
+    );
+    assert!(value(&after, "alfresco_terminal_bytes_total{direction=\"out\"}") > 10.0);
+    assert!(value(&after, "alfresco_websocket_frames_total{direction=\"in\"}") >= 1.0);
+}
