@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use std::ffi::OsString;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, Parser};
 
 use crate::destination::DestinationPolicy;
 use crate::secret::Secret;
@@ -20,6 +23,16 @@ use crate::secret::Secret;
     about = "A web SSH gateway: POST /create-session, open the one-time URL, get a terminal."
 )]
 pub struct Args {
+    /// A TOML file of settings, keys named as the flags without dashes (`listen = "…"`,
+    /// `allow = ["10.0.0.0/8"]`). Flags and ALFRESCO_* variables win over it.
+    #[arg(long, env = "ALFRESCO_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration (flags, environment, --config file), print a summary and
+    /// exit: 0 when it is valid. For deploy pipelines.
+    #[arg(long)]
+    pub check_config: bool,
+
     /// Address and port to listen on.
     #[arg(long, env = "ALFRESCO_LISTEN", default_value = "127.0.0.1:8022")]
     pub listen: SocketAddr,
@@ -105,6 +118,82 @@ pub struct ApiToken {
 
 /// Shortest token accepted: guessing must be hopeless.
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Parses the command line and, with `--config FILE`, fills in from the file whatever no
+/// flag or ALFRESCO_* variable set. Errors name the file and the key.
+/// `Err(Ok(e))` is clap's own answer (help, version, a bad flag): print it with `e.exit()`.
+pub fn parse_command_line(argv: Vec<OsString>) -> Result<Args, Result<clap::Error, ConfigError>> {
+    let matches = Args::command().try_get_matches_from(&argv).map_err(Ok)?;
+    let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
+        return Args::try_parse_from(&argv).map_err(Ok);
+    };
+    with_config_file(argv, &matches, &path).map_err(Err)
+}
+
+fn with_config_file(
+    argv: Vec<OsString>,
+    matches: &clap::ArgMatches,
+    path: &std::path::Path,
+) -> Result<Args, ConfigError> {
+    let where_ = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("--config {where_}: {e}")))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| ConfigError(format!("{where_}: {e}")))?;
+    let command = Args::command();
+    let mut injected: Vec<OsString> = Vec::new();
+    for (key, value) in &table {
+        let arg = command
+            .get_arguments()
+            .find(|a| {
+                a.get_long() == Some(key.as_str())
+                    && !matches!(key.as_str(), "config" | "check-config" | "help" | "version")
+            })
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "{where_}: unknown key `{key}` (keys are the flags' names, e.g. `listen`)"
+                ))
+            })?;
+        // Flags and environment variables win over the file.
+        if matches!(
+            matches.value_source(arg.get_id().as_str()),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let values = match value {
+            toml::Value::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>(),
+            other => scalar(other).map(|v| vec![v]),
+        }
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "{where_}: key `{key}` must be a string, a number or a list of them"
+            ))
+        })?;
+        for v in values {
+            injected.push(format!("--{key}").into());
+            injected.push(v.into());
+        }
+    }
+    let mut full = vec![
+        argv.first()
+            .cloned()
+            .unwrap_or_else(|| "alfresco-ssh".into()),
+    ];
+    full.extend(injected);
+    full.extend(argv.into_iter().skip(1));
+    Args::try_parse_from(full)
+        .map_err(|e| ConfigError(format!("{where_}: {}", e.to_string().trim())))
+}
+
+fn scalar(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
 
 fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
@@ -340,6 +429,51 @@ mod tests {
         assert!(parse(&["--public-url", "ftp://x"]).is_err());
         assert!(parse(&["--public-url", "https://"]).is_err());
         assert!(parse(&["--public-url", "https://a b"]).is_err());
+    }
+
+    fn with_file(toml: &str, flags: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alfresco.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut argv: Vec<OsString> = vec!["alfresco-ssh".into(), "--config".into(), path.into()];
+        argv.extend(flags.iter().map(OsString::from));
+        let args = parse_command_line(argv)
+            .map_err(|e| e.map_or_else(|e| e, |clap| ConfigError(clap.to_string())))?;
+        Config::try_from(&args)
+    }
+
+    #[test]
+    fn config_file() {
+        let c = with_file("listen = \"127.0.0.1:9000\"\nsession-ttl = \"5m\"\nallow = [\"10.0.0.0/8\", \"*.corp.example\"]\nmax-sessions = 50\n", &[]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.session_ttl, Duration::from_secs(300));
+        assert_eq!(c.max_sessions, 50);
+        assert!(
+            c.destinations
+                .summary()
+                .starts_with("only 10.0.0.0/8, *.corp.example")
+        );
+        // A flag wins over the file.
+        let c = with_file(
+            "listen = \"127.0.0.1:9000\"\n",
+            &["--listen", "127.0.0.1:9001"],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9001".parse().unwrap());
+    }
+
+    #[test]
+    fn config_file_errors_name_the_key() {
+        let err = with_file("lissten = \"127.0.0.1:9000\"\n", &[]).unwrap_err();
+        assert!(err.0.contains("unknown key `lissten`"), "{err}");
+        let err = with_file("listen = \"nowhere\"\n", &[]).unwrap_err();
+        assert!(err.0.contains("--listen"), "{err}");
+        let err = with_file("max-sessions = true\n", &[]).unwrap_err();
+        assert!(err.0.contains("`max-sessions`"), "{err}");
+        let err = with_file("listen = \n", &[]).unwrap_err();
+        assert!(err.0.contains("alfresco.toml"), "{err}");
+        let err = with_file("config = \"x\"\n", &[]).unwrap_err();
+        assert!(err.0.contains("unknown key `config`"), "{err}");
     }
 
     #[test]

@@ -3,10 +3,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use alfresco_ssh::{Args, Config, Server};
+use alfresco_ssh::{Config, Server};
 
 fn main() -> ExitCode {
     match run() {
@@ -19,8 +18,22 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
-    let args = Args::parse();
+    let args = match alfresco_ssh::config::parse_command_line(std::env::args_os().collect()) {
+        Ok(args) => args,
+        // Help, version and flag errors: clap prints them and exits with the right status.
+        Err(Ok(clap_answer)) => clap_answer.exit(),
+        Err(Err(e)) => return Err(format!("invalid configuration: {e}")),
+    };
     let mut config = Config::try_from(&args).map_err(|e| format!("invalid configuration: {e}"))?;
+    if args.check_config {
+        println!(
+            "configuration OK: listen {}, {} API token(s), destinations: {}",
+            config.listen,
+            config.api_tokens.len(),
+            config.destinations.summary()
+        );
+        return Ok(());
+    }
     if config.api_tokens.is_empty() {
         // Printed once, to the terminal only, never to the log.
         let generated = alfresco_ssh::config::generate_token();
