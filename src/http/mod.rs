@@ -152,17 +152,25 @@ async fn create_session(
     );
 
     let url = format!("{base}/{id}");
-    let mut res = Response::new(Full::new(Bytes::from(api::created_body(
-        &id, &url, expires_at,
-    ))));
-    *res.status_mut() = StatusCode::CREATED;
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    res.headers_mut().insert(
+    let body = api::created_body(&id, &url, expires_at);
+    Ok(uncached(
+        StatusCode::CREATED,
+        "application/json",
+        body.into(),
+    ))
+}
+
+/// A dynamic answer: never cached, since it describes this moment (or holds a session URL).
+fn uncached(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(body));
+    *res.status_mut() = status;
+    let headers = res.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
         hyper::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
-    Ok(res)
+    res
 }
 
 /// Refuses a target the policy forbids, when that can be known now: an IP literal, or a
@@ -248,16 +256,11 @@ fn metrics(
         live: state.ws.slots.live(),
         bridge_threads: state.ws.threads.load(std::sync::atomic::Ordering::Acquire),
     });
-    let mut res = Response::new(Full::new(Bytes::from(text)));
-    res.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    res.headers_mut().insert(
-        hyper::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    Ok(res)
+    Ok(uncached(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        text.into(),
+    ))
 }
 
 /// Ready to take sessions: not shutting down. Load balancers stop sending work on 503.
@@ -265,25 +268,11 @@ fn readyz(state: &State) -> Result<Response<Full<Bytes>>, ApiError> {
     if state.ws.draining.is_cancelled() {
         return Err(ApiError::from(ws::Refusal::ShuttingDown));
     }
-    let mut res = Response::new(Full::new(Bytes::from_static(b"{\"ready\":true}")));
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    res.headers_mut().insert(
-        hyper::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    Ok(res)
+    let body = Bytes::from_static(b"{\"ready\":true}");
+    Ok(uncached(StatusCode::OK, "application/json", body))
 }
 
 fn healthz(state: &State) -> Response<Full<Bytes>> {
-    let body = json!({"status": "ok", "pending": state.store.len(), "live": state.ws.slots.live()})
-        .to_string();
-    let mut res = Response::new(Full::new(Bytes::from(body)));
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    res.headers_mut().insert(
-        hyper::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    res
+    let body = json!({"status": "ok", "pending": state.store.len(), "live": state.ws.slots.live()});
+    uncached(StatusCode::OK, "application/json", body.to_string().into())
 }
