@@ -39,6 +39,9 @@ const THROUGHPUT_RUNS: usize = 3;
 const PAYLOAD_BYTES: usize = 64 << 20;
 const PARALLEL: usize = 4;
 const ECHO_SAMPLES: usize = 500;
+/// Sessions typing in the background during the loaded echo measurement, and how often.
+const BUSY_SESSIONS: usize = 50;
+const BUSY_PERIOD: Duration = Duration::from_millis(100);
 /// Idle sessions for the scale scenario; `BENCH_SCALE_N` overrides it.
 const SCALE_N: usize = 100;
 /// Sessions opened at once in the scale scenario: all at once would measure sshd's fork storm
@@ -336,7 +339,69 @@ fn echo(bed: &Bed) -> Vec<(String, Row)> {
             percentile(&g, p),
         ));
     }
-    report("echo", rows, json!({"samples": ECHO_SAMPLES}))
+    rows.extend(echo_busy(bed));
+    report(
+        "echo",
+        rows,
+        json!({"samples": ECHO_SAMPLES, "busy_sessions": BUSY_SESSIONS}),
+    )
+}
+
+/// Echo latency while `BUSY_SESSIONS` direct and as many gateway sessions each type a key
+/// every `BUSY_PERIOD` (both loads run at once, so both measurements see the same machine).
+fn echo_busy(bed: &Bed) -> Vec<Row> {
+    let deadline = Deadline::new("echo with busy sessions");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for i in 0..BUSY_SESSIONS * 2 {
+        let stop = stop.clone();
+        let (addr, key, gw_addr, body) =
+            (bed.sshd_addr, bed.key.clone(), bed.gateway.addr, bed.body());
+        workers.push(thread::spawn(move || {
+            let mut shell: Box<dyn Shell> = if i % 2 == 0 {
+                Box::new(Direct::open(addr, &key))
+            } else {
+                Box::new(Gw::open(current_thread_runtime(), gw_addr, &body))
+            };
+            wait_for(shell.as_mut(), PROMPT);
+            // Bounded: the stop flag ends it, and every wait inside is bounded by WAIT.
+            let until = Instant::now() + SCENARIO_LIMIT;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                thread::sleep(BUSY_PERIOD);
+                echo_once(shell.as_mut());
+            }
+        }));
+    }
+    // Let every busy session open and settle into its rhythm.
+    while bed.gateway.healthz()["live"].as_u64().unwrap_or(0) < BUSY_SESSIONS as u64 {
+        deadline.check();
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_secs(1));
+    let mut direct = Direct::open(bed.sshd_addr, &bed.key);
+    wait_for(&mut direct, PROMPT);
+    let mut gw = Gw::open(current_thread_runtime(), bed.gateway.addr, &bed.body());
+    wait_for(&mut gw, PROMPT);
+    let (mut d, mut g) = (Vec::new(), Vec::new());
+    for _ in 0..ECHO_SAMPLES {
+        deadline.check();
+        d.push(echo_once(&mut direct) * 1000.0);
+        g.push(echo_once(&mut gw) * 1000.0);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().expect("a busy session failed");
+    }
+    drop(direct);
+    gw.close();
+    bed.gateway.wait_idle();
+    [50.0, 99.0]
+        .iter()
+        .map(|&p| {
+            let figure = format!("p{p} with {BUSY_SESSIONS} busy sessions, vs ssh2");
+            Row::new(&figure, "µs", percentile(&d, p), percentile(&g, p))
+        })
+        .collect()
 }
 
 /// 4. N idle gateway sessions: RSS and threads before, with and after them.
