@@ -3,9 +3,14 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use tokio_rustls::rustls::ServerConfig;
+
+use crate::tls;
 
 /// The flags, as the user types them. `Config::try_from` checks them.
 #[derive(Debug, Parser)]
@@ -40,6 +45,14 @@ pub struct Args {
     #[arg(long, env = "ALFRESCO_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
+    /// PEM certificate chain (leaf first) to serve HTTPS and WSS with. Needs --tls-key.
+    #[arg(long, env = "ALFRESCO_TLS_CERT", value_name = "PEM_FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, RSA or EC) for --tls-cert.
+    #[arg(long, env = "ALFRESCO_TLS_KEY", value_name = "PEM_FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, env = "ALFRESCO_LOG", default_value = "info")]
     pub log: String,
@@ -59,6 +72,8 @@ pub struct Config {
     pub max_sessions: usize,
     pub max_pending: usize,
     pub connect_timeout: Duration,
+    /// Serve HTTPS and WSS with this; `None` serves plain HTTP.
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
 impl Config {
@@ -71,7 +86,19 @@ impl Config {
             max_sessions: 1000,
             max_pending: 1000,
             connect_timeout: Duration::from_secs(10),
+            tls: None,
         }
+    }
+
+    /// The scheme clients reach the listener with.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Plain HTTP on an address other hosts can reach: credentials would cross the network
+    /// in clear text, which start-up warns about.
+    pub fn is_cleartext_exposed(&self) -> bool {
+        self.tls.is_none() && !self.listen.ip().is_loopback()
     }
 }
 
@@ -103,6 +130,14 @@ impl TryFrom<&Args> for Config {
                 "--connect-timeout must be at least 100ms".into(),
             ));
         }
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::load(cert, key).map_err(|e| ConfigError(e.to_string()))?)
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError("--tls-cert needs --tls-key".into())),
+            (None, Some(_)) => return Err(ConfigError("--tls-key needs --tls-cert".into())),
+        };
         Ok(Config {
             listen: args.listen,
             public_url,
@@ -110,6 +145,7 @@ impl TryFrom<&Args> for Config {
             max_sessions: args.max_sessions.get(),
             max_pending: args.max_pending.get(),
             connect_timeout: args.connect_timeout,
+            tls,
         })
     }
 }
@@ -164,5 +200,50 @@ mod tests {
         assert_eq!(c.session_ttl, Duration::from_secs(300));
         assert_eq!(c.connect_timeout, Duration::from_secs(3));
         assert!(parse(&["--session-ttl", "0s"]).is_err());
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let e = parse(&["--tls-cert", "/nonexistent/cert.pem"]).unwrap_err();
+        assert_eq!(e.0, "--tls-cert needs --tls-key");
+        let e = parse(&["--tls-key", "/nonexistent/key.pem"]).unwrap_err();
+        assert_eq!(e.0, "--tls-key needs --tls-cert");
+    }
+
+    #[test]
+    fn tls_files_are_loaded_and_checked_at_parse_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+
+        let c = parse(&["--tls-cert", cert, "--tls-key", key]).unwrap();
+        assert_eq!(c.scheme(), "https");
+        std::fs::write(key, "garbage").unwrap();
+        let e = parse(&["--tls-cert", cert, "--tls-key", key]).unwrap_err();
+        assert!(e.0.starts_with("no private key"), "{e}");
+    }
+
+    #[test]
+    fn cleartext_is_exposed_only_off_loopback_without_tls() {
+        assert!(!parse(&[]).unwrap().is_cleartext_exposed());
+        assert!(
+            !parse(&["--listen", "[::1]:8022"])
+                .unwrap()
+                .is_cleartext_exposed()
+        );
+        assert!(
+            parse(&["--listen", "0.0.0.0:8022"])
+                .unwrap()
+                .is_cleartext_exposed()
+        );
+        assert!(
+            parse(&["--listen", "10.1.2.3:8022"])
+                .unwrap()
+                .is_cleartext_exposed()
+        );
     }
 }
