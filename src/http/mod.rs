@@ -28,6 +28,9 @@ pub struct State {
     pub public_url: Option<String>,
     /// Where we listen, for session URLs when a request has no usable Host header.
     pub listen: std::net::SocketAddr,
+    /// `https` when the listener speaks TLS, else `http`: the scheme of session URLs
+    /// built from the Host header.
+    pub scheme: &'static str,
     pub ws: Arc<ws::Context>,
 }
 
@@ -115,8 +118,9 @@ async fn create_session(
     Ok(res)
 }
 
-/// `--public-url`, else `http://<Host>` when the Host header is a plain host[:port], else
-/// the listen address.
+/// `--public-url`, else `<scheme>://<Host>` when the Host header is a plain host[:port],
+/// else the listen address. The scheme is the listener's own (`https` with TLS); behind a
+/// TLS-terminating proxy, `--public-url` is the way to say `https`.
 fn base_url(state: &State, host: Option<&HeaderValue>) -> String {
     if let Some(url) = &state.public_url {
         return url.clone();
@@ -129,8 +133,8 @@ fn base_url(state: &State, host: Option<&HeaderValue>) -> String {
             })
     };
     match host.and_then(|h| h.to_str().ok()).filter(plain) {
-        Some(host) => format!("http://{host}"),
-        None => format!("http://{}", state.listen),
+        Some(host) => format!("{}://{host}", state.scheme),
+        None => format!("{}://{}", state.scheme, state.listen),
     }
 }
 
