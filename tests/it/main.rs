@@ -10,3 +10,4 @@ mod lifecycle;
 mod protocol_doc;
 mod secrets;
 mod sessions;
+mod tls;

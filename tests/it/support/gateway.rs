@@ -1,5 +1,6 @@
 //! The gateway in-process on an ephemeral loopback port, and a minimal HTTP/1.1 client for
-//! it (one request per connection, `Connection: close`, every read bounded by `WAIT`).
+//! it (one request per connection, `Connection: close`, every read bounded by `WAIT`). A
+//! gateway started with `start_tls` is spoken to over TLS by the same methods.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,13 +11,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
 
-use super::WAIT;
 use super::term::Term;
+use super::tls::{TestCert, server_name};
+use super::{Stream, WAIT};
 
 pub struct Gateway {
     pub addr: SocketAddr,
     pub handle: Handle,
+    /// Set by `start_tls`: every client connection then speaks TLS.
+    tls: Option<TlsConnector>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -73,14 +78,44 @@ impl Gateway {
         Gateway {
             addr,
             handle,
+            tls: None,
             shutdown: Some(tx),
             task: Some(task),
         }
     }
 
+    /// Starts the gateway serving HTTPS and WSS with `cert`; the clients trust it.
+    pub async fn start_tls(cert: &TestCert) -> Gateway {
+        let server = cert.server_config();
+        let mut gw = Self::start_with(|c| c.tls = Some(server)).await;
+        gw.tls = Some(cert.connector());
+        gw
+    }
+
+    /// `https` for a gateway started with `start_tls`, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// A new client connection, through the TLS handshake for a TLS gateway.
+    pub async fn connect(&self) -> Stream {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        match &self.tls {
+            None => Box::new(tcp),
+            Some(connector) => {
+                let handshake = connector.connect(server_name(), tcp);
+                let tls = tokio::time::timeout(WAIT, handshake)
+                    .await
+                    .expect("TLS handshake in time")
+                    .expect("TLS handshake");
+                Box::new(tls)
+            }
+        }
+    }
+
     /// Sends one raw request (`head` without the final blank line) and reads the response.
     pub async fn raw(&self, head: &str, body: &[u8]) -> HttpResponse {
-        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        let mut stream = self.connect().await;
         let request = format!(
             "{head}\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
             self.addr,
@@ -126,7 +161,7 @@ impl Gateway {
         let id = json["id"].as_str().expect("id").to_owned();
         assert_eq!(
             json["url"].as_str().unwrap(),
-            format!("http://{}/{id}", self.addr)
+            format!("{}://{}/{id}", self.scheme(), self.addr)
         );
         assert!(json["expires_at"].as_str().unwrap().ends_with('Z'));
         id
@@ -134,7 +169,9 @@ impl Gateway {
 
     /// A WebSocket on `/ws`, not yet started.
     pub async fn ws(&self) -> Term {
-        Term::connect(self.addr).await
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}/ws", self.addr);
+        Term::connect(self.connect().await, &url).await
     }
 
     /// Creates a session from `body` and starts it on a new socket at `cols`×`rows`.
