@@ -14,6 +14,9 @@ use clap::{CommandFactory, Parser};
 
 use crate::destination::DestinationPolicy;
 use crate::secret::Secret;
+use tokio_rustls::rustls::ServerConfig;
+
+use crate::tls;
 
 /// The flags, as the user types them. `Config::try_from` checks them.
 #[derive(Debug, Parser)]
@@ -57,6 +60,14 @@ pub struct Args {
     /// Time allowed for DNS, the TCP connection and the SSH handshake and authentication.
     #[arg(long, env = "ALFRESCO_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+
+    /// PEM certificate chain (leaf first) to serve HTTPS and WSS with. Needs --tls-key.
+    #[arg(long, env = "ALFRESCO_TLS_CERT", value_name = "PEM_FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, RSA or EC) for --tls-cert.
+    #[arg(long, env = "ALFRESCO_TLS_KEY", value_name = "PEM_FILE")]
+    pub tls_key: Option<PathBuf>,
 
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, env = "ALFRESCO_LOG", default_value = "info")]
@@ -220,6 +231,8 @@ pub struct Config {
     pub max_session_time: Option<Duration>,
     /// How long live sessions may go on after a shutdown signal.
     pub drain_timeout: Duration,
+    /// Serve HTTPS and WSS with this; `None` serves plain HTTP.
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
 impl Config {
@@ -239,7 +252,19 @@ impl Config {
             idle_timeout: Some(Duration::from_secs(30 * 60)),
             max_session_time: Some(Duration::from_secs(12 * 3600)),
             drain_timeout: Duration::from_secs(60),
+            tls: None,
         }
+    }
+
+    /// The scheme clients reach the listener with.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Plain HTTP on an address other hosts can reach: credentials would cross the network
+    /// in clear text, which start-up warns about.
+    pub fn is_cleartext_exposed(&self) -> bool {
+        self.tls.is_none() && !self.listen.ip().is_loopback()
     }
 }
 
@@ -295,6 +320,14 @@ impl TryFrom<&Args> for Config {
         let destinations = DestinationPolicy::parse(&args.allow, &args.deny)
             .map_err(|e| ConfigError(format!("destination rule: {e}")))?;
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::load(cert, key).map_err(|e| ConfigError(e.to_string()))?)
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError("--tls-cert needs --tls-key".into())),
+            (None, Some(_)) => return Err(ConfigError("--tls-key needs --tls-cert".into())),
+        };
         Ok(Config {
             listen: args.listen,
             public_url,
@@ -309,6 +342,7 @@ impl TryFrom<&Args> for Config {
             idle_timeout: nonzero(args.idle_timeout),
             max_session_time: nonzero(args.max_session_time),
             drain_timeout: args.drain_timeout,
+            tls,
         })
     }
 }
@@ -516,5 +550,50 @@ mod tests {
         let c = parse(&["--idle-timeout", "0", "--max-session-time", "1h"]).unwrap();
         assert_eq!(c.idle_timeout, None);
         assert_eq!(c.max_session_time, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let e = parse(&["--tls-cert", "/nonexistent/cert.pem"]).unwrap_err();
+        assert_eq!(e.0, "--tls-cert needs --tls-key");
+        let e = parse(&["--tls-key", "/nonexistent/key.pem"]).unwrap_err();
+        assert_eq!(e.0, "--tls-key needs --tls-cert");
+    }
+
+    #[test]
+    fn tls_files_are_loaded_and_checked_at_parse_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+
+        let c = parse(&["--tls-cert", cert, "--tls-key", key]).unwrap();
+        assert_eq!(c.scheme(), "https");
+        std::fs::write(key, "garbage").unwrap();
+        let e = parse(&["--tls-cert", cert, "--tls-key", key]).unwrap_err();
+        assert!(e.0.starts_with("no private key"), "{e}");
+    }
+
+    #[test]
+    fn cleartext_is_exposed_only_off_loopback_without_tls() {
+        assert!(!parse(&[]).unwrap().is_cleartext_exposed());
+        assert!(
+            !parse(&["--listen", "[::1]:8022"])
+                .unwrap()
+                .is_cleartext_exposed()
+        );
+        assert!(
+            parse(&["--listen", "0.0.0.0:8022"])
+                .unwrap()
+                .is_cleartext_exposed()
+        );
+        assert!(
+            parse(&["--listen", "10.1.2.3:8022"])
+                .unwrap()
+                .is_cleartext_exposed()
+        );
     }
 }

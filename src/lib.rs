@@ -10,9 +10,10 @@
 //!   Socket.IO-lite `protocol`.
 //! - `ssh`: the bridge. One dedicated thread per live session owns the libssh2 session.
 //!
-//! Leaves used by all: `config` (checked settings), `request` (what a session asks for),
-//! `secret` (credentials that cannot leak). `server` ties them together; `main` only turns
-//! the command line into a `Config`.
+//! Leaves used by all: `config` (checked settings), `tls` (the certificate and key, loaded
+//! and checked with the config), `request` (what a session asks for), `secret` (credentials
+//! that cannot leak). `server` ties them together, and does the TLS handshake when
+//! configured; `main` only turns the command line into a `Config`.
 //!
 //! The HTTP and WebSocket contract is docs/PROTOCOL.md.
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod secret;
 pub mod server;
 pub mod ssh;
 pub mod store;
+pub mod tls;
 pub mod ws;
 
 pub use config::{Args, Config};

@@ -66,14 +66,22 @@ fn run() -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let server = Server::new(&config);
+        let scheme = config.scheme();
         let base = config
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+            .unwrap_or_else(|| format!("{scheme}://{addr}"));
         tracing::info!(
-            "listening on http://{addr}; create sessions with POST {base}/create-session"
+            "listening on {scheme}://{addr}; create sessions with POST {base}/create-session"
         );
         tracing::info!("destinations: {}", config.destinations.summary());
+        if config.is_cleartext_exposed() {
+            tracing::warn!(
+                "listening on {addr} without TLS: passwords and keys sent to create-session, \
+                 and everything typed in a terminal, cross the network in clear text; \
+                 use --tls-cert and --tls-key, or put a TLS-terminating proxy in front"
+            );
+        }
         server
             .run(listener, shutdown_signal())
             .await

@@ -3,6 +3,10 @@
 //! Tests start the real server on `127.0.0.1:0` through `Server::run`, and watch it through
 //! a `Handle` (pending, live sessions, bridge threads). Shutdown stops accepting, tells live
 //! sessions (`server_shutdown`), and waits a bounded time for connections and sessions.
+//!
+//! With TLS, each connection's handshake runs in its own task, bounded in time, so a client
+//! that stalls or speaks plain HTTP costs one task and never the accept loop. Plain and TLS
+//! streams are then served by the same `serve_connection`.
 
 use std::future::Future;
 use std::io;
@@ -13,7 +17,10 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,6 +33,8 @@ use crate::ws;
 
 /// A client gets this long to send its request headers (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client gets this long to complete the TLS handshake, the same guard one layer down.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for connections and sessions to finish.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// Pending sessions are swept at least this often (and at half the TTL when shorter).
@@ -34,6 +43,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub struct Server {
     http: Arc<http::State>,
     drain_timeout: Duration,
+    /// `Some` when the listener speaks TLS (`Config::tls`).
+    tls: Option<TlsAcceptor>,
 }
 
 /// A read-only view of the server's counts, for tests, health and leak checks.
@@ -84,11 +95,13 @@ impl Server {
             rate_limiter: http::RateLimiter::new(config.create_rate_per_minute),
             allowed_origins: config.allowed_origins.clone(),
             destinations: config.destinations.clone(),
+            scheme: config.scheme(),
             ws,
         });
         Server {
             http,
             drain_timeout: config.drain_timeout,
+            tls: config.tls.clone().map(TlsAcceptor::from),
         }
     }
 
@@ -104,7 +117,11 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let state = self.http;
+        let Server {
+            http: state,
+            tls,
+            drain_timeout,
+        } = self;
         // hyper's own graceful helper does not cover upgradeable connections; this does.
         let connections = TaskTracker::new();
         let stop_connections = CancellationToken::new();
@@ -129,10 +146,10 @@ impl Server {
                 // Drain: refuse new sessions (503), tell live ones, keep serving HTTP
                 // (so /readyz can say so) until they end or the drain timeout passes.
                 () = &mut shutdown, if !draining => {
-                    tracing::info!(live = ws.slots.live(), timeout = ?self.drain_timeout, "draining");
+                    tracing::info!(live = ws.slots.live(), timeout = ?drain_timeout, "draining");
                     ws.draining.cancel();
                     ws.tracker.close();
-                    drain_end.as_mut().reset(tokio::time::Instant::now() + self.drain_timeout);
+                    drain_end.as_mut().reset(tokio::time::Instant::now() + drain_timeout);
                     continue;
                 }
                 () = ws.tracker.wait(), if draining => break,
@@ -140,25 +157,19 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let state = state.clone();
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(http::route(req, state, peer).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
+            let tls = tls.clone();
             let stop = stop_connections.clone();
             connections.spawn(async move {
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    result = conn.as_mut() => result,
-                    () = stop.cancelled() => {
-                        // Finish the request in flight, then close.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
+                let result = match tls {
+                    None => serve_connection(stream, state, peer, stop).await,
+                    Some(acceptor) => match handshake(&acceptor, stream, &stop).await {
+                        Ok(stream) => serve_connection(stream, state, peer, stop).await,
+                        Err(e) => {
+                            // Plain HTTP on the TLS port, a scanner, a stalled client.
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    },
                 };
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection error");
@@ -183,6 +194,52 @@ impl Server {
         }
         let _ = sweeper.await;
         Ok(())
+    }
+}
+
+/// Completes the server side of the TLS handshake within `TLS_HANDSHAKE_TIMEOUT`, giving up
+/// at once when the server shuts down.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    stop: &CancellationToken,
+) -> io::Result<TlsStream<TcpStream>> {
+    tokio::select! {
+        done = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => {
+            done.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))?
+        }
+        () = stop.cancelled() => Err(io::Error::other("shutting down")),
+    }
+}
+
+/// Serves HTTP/1.1, with upgrades for `/ws`, on one connection (plain TCP or TLS) until
+/// the client closes it or `stop` is cancelled.
+async fn serve_connection<S>(
+    stream: S,
+    state: Arc<http::State>,
+    peer: std::net::SocketAddr,
+    stop: CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(http::route(req, state, peer).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => result,
+        () = stop.cancelled() => {
+            // Finish the request in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     }
 }
 

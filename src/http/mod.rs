@@ -44,6 +44,9 @@ pub struct State {
     /// Origins allowed to open WebSockets besides our own, lower case.
     pub allowed_origins: Vec<String>,
     pub destinations: Arc<DestinationPolicy>,
+    /// `https` when the listener speaks TLS, else `http`: the scheme of session URLs
+    /// built from the Host header.
+    pub scheme: &'static str,
     pub ws: Arc<ws::Context>,
 }
 
@@ -216,15 +219,16 @@ fn origin_allowed(headers: &HeaderMap, state: &State) -> bool {
             format!("{scheme}://{}", rest.split('/').next().unwrap_or_default())
         }
         None => match headers.get(HOST).and_then(|h| h.to_str().ok()) {
-            Some(host) => format!("http://{host}"),
+            Some(host) => format!("{}://{host}", state.scheme),
             None => return false,
         },
     };
     origin == own.to_ascii_lowercase()
 }
 
-/// `--public-url`, else `http://<Host>` when the Host header is a plain host[:port], else
-/// the listen address.
+/// `--public-url`, else `<scheme>://<Host>` when the Host header is a plain host[:port],
+/// else the listen address. The scheme is the listener's own (`https` with TLS); behind a
+/// TLS-terminating proxy, `--public-url` is the way to say `https`.
 fn base_url(state: &State, host: Option<&HeaderValue>) -> String {
     if let Some(url) = &state.public_url {
         return url.clone();
@@ -237,8 +241,8 @@ fn base_url(state: &State, host: Option<&HeaderValue>) -> String {
             })
     };
     match host.and_then(|h| h.to_str().ok()).filter(plain) {
-        Some(host) => format!("http://{host}"),
-        None => format!("http://{}", state.listen),
+        Some(host) => format!("{}://{host}", state.scheme),
+        None => format!("{}://{}", state.scheme, state.listen),
     }
 }
 

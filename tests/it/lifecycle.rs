@@ -181,7 +181,7 @@ async fn drain_lets_live_sessions_finish() {
     let mut term = gw.open(&password_body(&sshd), 80, 24).await;
     term.ready().await;
     assert_eq!(gw.get("/readyz").await.status, 200);
-    let addr = gw.addr;
+    let probe = gw.client();
     let handle = gw.handle.clone();
     let started = std::time::Instant::now();
     let stopping = tokio::spawn(gw.stop());
@@ -190,7 +190,6 @@ async fn drain_lets_live_sessions_finish() {
     // The live session goes on…
     assert_eq!(term.run("sleep 0.5; echo finished").await, "finished\r\n");
     // …while nothing new is accepted, and readiness says so.
-    let probe = Gateway::client(addr);
     let ready = probe.get("/readyz").await;
     assert_eq!(
         (ready.status, ready.error_code().as_str()),

@@ -12,3 +12,4 @@ mod lifecycle;
 mod secrets;
 mod security;
 mod sessions;
+mod tls;

@@ -1,5 +1,6 @@
 //! The gateway in-process on an ephemeral loopback port, and a minimal HTTP/1.1 client for
-//! it (one request per connection, `Connection: close`, every read bounded by `WAIT`).
+//! it (one request per connection, `Connection: close`, every read bounded by `WAIT`). A
+//! gateway started with `start_tls` is spoken to over TLS by the same methods.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,9 +11,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
 
-use super::WAIT;
 use super::term::Term;
+use super::tls::{TestCert, server_name};
+use super::{Stream, WAIT};
 
 /// The API token every test gateway accepts (tests that check tokens set their own).
 pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
@@ -27,9 +30,11 @@ pub struct Gateway {
 
 /// Speaks the gateway's HTTP and WebSocket contract to an address. A `Gateway` is one too
 /// (through `Deref`); a bare `Client` reaches a gateway whose handle is gone (being stopped).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Client {
     pub addr: SocketAddr,
+    /// Set for a gateway started with `start_tls`: connections then speak TLS.
+    tls: Option<TlsConnector>,
 }
 
 impl std::ops::Deref for Gateway {
@@ -41,9 +46,30 @@ impl std::ops::Deref for Gateway {
 }
 
 impl Client {
+    /// `https` for a gateway started with `start_tls`, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// A new client connection, through the TLS handshake for a TLS gateway.
+    pub async fn connect(&self) -> Stream {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        match &self.tls {
+            None => Box::new(tcp),
+            Some(connector) => {
+                let handshake = connector.connect(server_name(), tcp);
+                let tls = tokio::time::timeout(WAIT, handshake)
+                    .await
+                    .expect("TLS handshake in time")
+                    .expect("TLS handshake");
+                Box::new(tls)
+            }
+        }
+    }
+
     /// Sends one raw request (`head` without the final blank line) and reads the response.
     pub async fn raw(&self, head: &str, body: &[u8]) -> HttpResponse {
-        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        let mut stream = self.connect().await;
         let request = format!(
             "{head}\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
             self.addr,
@@ -90,7 +116,7 @@ impl Client {
         let id = json["id"].as_str().expect("id").to_owned();
         assert_eq!(
             json["url"].as_str().unwrap(),
-            format!("http://{}/{id}", self.addr)
+            format!("{}://{}/{id}", self.scheme(), self.addr)
         );
         assert!(json["expires_at"].as_str().unwrap().ends_with('Z'));
         id
@@ -98,7 +124,9 @@ impl Client {
 
     /// A WebSocket on `/ws`, not yet started.
     pub async fn ws(&self) -> Term {
-        Term::connect(self.addr).await
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}/ws", self.addr);
+        Term::connect(self.connect().await, &url).await
     }
 
     /// Creates a session from `body` and starts it on a new socket at `cols`×`rows`.
@@ -144,9 +172,17 @@ impl HttpResponse {
 }
 
 impl Gateway {
-    /// A client for a gateway at `addr`.
-    pub fn client(addr: SocketAddr) -> Client {
-        Client { addr }
+    /// A client that outlives this handle (to probe a gateway being stopped).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Starts the gateway serving HTTPS and WSS with `cert`; the clients trust it.
+    pub async fn start_tls(cert: &TestCert) -> Gateway {
+        let server = cert.server_config();
+        let mut gw = Self::start_with(|c| c.tls = Some(server)).await;
+        gw.client.tls = Some(cert.connector());
+        gw
     }
 
     pub async fn start() -> Gateway {
@@ -173,7 +209,7 @@ impl Gateway {
         }));
         Gateway {
             addr,
-            client: Client { addr },
+            client: Client { addr, tls: None },
             handle,
             shutdown: Some(tx),
             task: Some(task),

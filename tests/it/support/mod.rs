@@ -1,5 +1,6 @@
 //! Shared test support: a real OpenSSH sshd (`sshd`), the gateway running in-process on
-//! `127.0.0.1:0` (`gateway`), and clients that speak its HTTP and WebSocket contract.
+//! `127.0.0.1:0` (`gateway`), and clients that speak its HTTP and WebSocket contract, over
+//! plain TCP or TLS (`tls`).
 
 #![allow(dead_code)] // each test file uses a different part of the support
 
@@ -7,8 +8,18 @@ pub mod browser;
 pub mod gateway;
 pub mod sshd;
 pub mod term;
+pub mod tls;
 
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A client connection to the gateway, plain TCP or TLS.
+pub type Stream = Box<dyn Io>;
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Bounds every wait in the tests: long enough for a loaded CI machine, short enough to
 /// fail instead of hanging.

@@ -1,15 +1,12 @@
 //! `Term`: a WebSocket client for `/ws` that keeps the terminal output it receives and
 //! reads events with every wait bounded by `WAIT`.
 
-use std::net::SocketAddr;
-
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::WAIT;
+use super::{Stream, WAIT};
 
 /// The test user's prompt (tests/setup-test-user.sh).
 pub const PROMPT: &str = "alfresco-test$ ";
@@ -25,7 +22,7 @@ pub enum Event {
 }
 
 pub struct Term {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Stream>,
     /// All terminal output received so far.
     pub output: Vec<u8>,
     /// How much of `output` `wait_for` has already matched.
@@ -33,9 +30,9 @@ pub struct Term {
 }
 
 impl Term {
-    pub async fn connect(addr: SocketAddr) -> Term {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (ws, response) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+    /// Upgrades `stream` (plain or TLS, already connected) at `url` (`ws://…` or `wss://…`).
+    pub async fn connect(stream: Stream, url: &str) -> Term {
+        let (ws, response) = tokio_tungstenite::client_async(url, stream)
             .await
             .expect("websocket upgrade");
         assert_eq!(response.status(), 101);
