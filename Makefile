@@ -31,6 +31,7 @@ test-deps:
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  [ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	  command -v openssl >/dev/null || missing="$$missing openssl"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && $(APT_GET) install -y -qq --no-install-recommends $$missing; \
