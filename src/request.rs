@@ -74,8 +74,10 @@ pub fn normalize_host(raw: &str) -> Option<String> {
             .then(|| inner.to_owned());
     }
     let host = raw;
-    if host.parse::<std::net::IpAddr>().is_ok() {
-        return Some(host.to_owned());
+    // IP literals in their canonical text form, so `::FFFF:A9FE:A9FE` and its lower-case
+    // twin are one host in logs and known-hosts records.
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Some(ip.to_string());
     }
     let valid = !host.is_empty()
         && host.len() <= MAX_HOSTNAME_LEN
@@ -110,6 +112,7 @@ mod tests {
         );
         assert_eq!(normalize_host("10.0.0.5").as_deref(), Some("10.0.0.5"));
         assert_eq!(normalize_host("[::1]").as_deref(), Some("::1"));
+        assert_eq!(normalize_host("::FFFF:A9FE:A9FE").as_deref(), Some("::ffff:169.254.169.254"));
         assert_eq!(normalize_host("::1").as_deref(), Some("::1"));
         for bad in [
             "",

@@ -72,6 +72,18 @@ impl ApiError {
         )
     }
 
+    /// A field name that is not ours; the name itself is not repeated (see `api::build`).
+    pub fn unknown_field(known: &[&str]) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!(
+                "the body has a field that is not one of: {}",
+                known.join(", ")
+            ),
+        )
+    }
+
     pub fn ambiguous_credentials() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
