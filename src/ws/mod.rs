@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::ssh::{Dialer, SshErrorKind};
 use crate::store::Store;
 
+pub use protocol::{ClientEvent, decode_text};
 pub use protocol::{MAX_MESSAGE, name as event_name};
 
 /// Bytes tungstenite reads from the socket at a time (see `upgrade`).

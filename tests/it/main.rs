@@ -8,6 +8,7 @@ mod bad_input;
 mod browser;
 mod contrib;
 mod docs;
+mod fuzz;
 mod lifecycle;
 mod secrets;
 mod security;
