@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http;
-use crate::ssh::Dialer;
+use crate::ssh::{Dialer, HostKeys};
 use crate::store::Store;
 use crate::ws;
 
@@ -58,8 +58,14 @@ impl Handle {
 }
 
 impl Server {
-    /// Builds the layers. Must be called inside a Tokio runtime (the resolver needs one).
-    pub fn new(config: &Config) -> Server {
+    /// Builds the layers, reading the known-hosts files. Must be called inside a Tokio
+    /// runtime (the resolver needs one).
+    pub fn new(config: &Config) -> io::Result<Server> {
+        let host_keys = HostKeys::load(
+            config.host_key_policy,
+            config.known_hosts.as_deref(),
+            config.state_dir.as_deref(),
+        )?;
         let store = Arc::new(Store::new(config.session_ttl, config.max_pending));
         let ws = Arc::new(ws::Context {
             store: store.clone(),
@@ -67,6 +73,7 @@ impl Server {
             slots: ws::Slots::new(config.max_sessions),
             threads: Arc::new(AtomicUsize::new(0)),
             connect_timeout: config.connect_timeout,
+            host_keys: Arc::new(host_keys),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
@@ -76,7 +83,7 @@ impl Server {
             listen: config.listen,
             ws,
         });
-        Server { http }
+        Ok(Server { http })
     }
 
     pub fn handle(&self) -> Handle {

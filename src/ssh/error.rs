@@ -12,6 +12,10 @@ pub enum SshErrorKind {
     KeyInvalid,
     SshFailed,
     ConnectionLost,
+    /// The server's host key differs from the pinned, listed or recorded one.
+    HostKeyMismatch,
+    /// No key is known for the host and the policy is strict.
+    HostKeyUnknown,
 }
 
 impl SshErrorKind {
@@ -24,10 +28,12 @@ impl SshErrorKind {
             SshErrorKind::KeyInvalid => "key_invalid",
             SshErrorKind::SshFailed => "ssh_failed",
             SshErrorKind::ConnectionLost => "connection_lost",
+            SshErrorKind::HostKeyMismatch => "host_key_mismatch",
+            SshErrorKind::HostKeyUnknown => "host_key_unknown",
         }
     }
 
-    pub const ALL: [SshErrorKind; 7] = [
+    pub const ALL: [SshErrorKind; 9] = [
         SshErrorKind::DnsFailed,
         SshErrorKind::ConnectFailed,
         SshErrorKind::ConnectTimeout,
@@ -35,6 +41,8 @@ impl SshErrorKind {
         SshErrorKind::KeyInvalid,
         SshErrorKind::SshFailed,
         SshErrorKind::ConnectionLost,
+        SshErrorKind::HostKeyMismatch,
+        SshErrorKind::HostKeyUnknown,
     ];
 }
 

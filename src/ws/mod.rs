@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::ssh::{Dialer, SshErrorKind};
+use crate::ssh::{Dialer, HostKeys, SshErrorKind};
 use crate::store::Store;
 
 pub use protocol::{MAX_MESSAGE, name as event_name};
@@ -39,6 +39,8 @@ pub struct Context {
     /// Live bridge threads, for leak checks and health.
     pub threads: Arc<AtomicUsize>,
     pub connect_timeout: Duration,
+    /// What the servers' host keys are checked against.
+    pub host_keys: Arc<HostKeys>,
     /// Cancelled when the server shuts down; live sessions end with `server_shutdown`.
     pub shutdown: CancellationToken,
     /// Upgraded sockets, which hyper no longer tracks, so shutdown can wait for them.

@@ -64,7 +64,7 @@ impl Gateway {
         let addr = listener.local_addr().unwrap();
         let mut config = Config::new(addr);
         configure(&mut config);
-        let server = Server::new(&config);
+        let server = Server::new(&config).expect("the gateway starts");
         let handle = server.handle();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async {
