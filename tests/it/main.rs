@@ -6,6 +6,7 @@ mod support;
 
 mod bad_input;
 mod browser;
+mod host_keys;
 mod lifecycle;
 mod protocol_doc;
 mod secrets;
