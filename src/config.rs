@@ -1,21 +1,19 @@
 //! Command-line flags (with `ALFRESCO_*` environment fallbacks) parsed once into a checked
 //! `Config`. Nothing below `main` reads the environment; each layer gets typed values.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::ffi::OsString;
-
 use clap::parser::ValueSource;
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, Parser, ValueEnum};
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::destination::DestinationPolicy;
 use crate::secret::Secret;
-use tokio_rustls::rustls::ServerConfig;
-
 use crate::tls;
 
 /// The flags, as the user types them. `Config::try_from` checks them.
@@ -118,6 +116,23 @@ pub struct Args {
     /// End a session after this long, however busy (0 = never).
     #[arg(long, env = "ALFRESCO_MAX_SESSION_TIME", default_value = "12h", value_parser = parse_duration)]
     pub max_session_time: Duration,
+
+    /// An OpenSSH known_hosts file of trusted host keys (plain, hashed and [host]:port
+    /// entries), read once at start-up. A key listed here for a host:port is the only one
+    /// accepted for it.
+    #[arg(long, env = "ALFRESCO_KNOWN_HOSTS", value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+
+    /// What to do with a host key that neither the session's `host_key` nor --known-hosts
+    /// knows: refuse it (strict), record it and refuse a different one later (accept-new),
+    /// or accept any key without a check (insecure-accept-any).
+    #[arg(long, env = "ALFRESCO_HOST_KEY_POLICY", value_enum, default_value_t = HostKeyPolicy::AcceptNew)]
+    pub host_key_policy: HostKeyPolicy,
+
+    /// Where accept-new records host keys (DIR/known_hosts). Default: $STATE_DIRECTORY
+    /// (systemd), else $HOME/.local/state/alfresco-ssh.
+    #[arg(long, env = "ALFRESCO_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A bearer token for POST /create-session, and the name logs know it by.
@@ -206,6 +221,17 @@ fn scalar(value: &toml::Value) -> Option<String> {
     }
 }
 
+/// What happens to a host key that no pin and no --known-hosts entry decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HostKeyPolicy {
+    /// Refuse it: `host_key_unknown`.
+    Strict,
+    /// Trust on first use: record it, and refuse a different key for that host:port later.
+    AcceptNew,
+    /// Accept any key, unchecked. A man in the middle would get the credentials.
+    InsecureAcceptAny,
+}
+
 fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
@@ -233,10 +259,15 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Serve HTTPS and WSS with this; `None` serves plain HTTP.
     pub tls: Option<Arc<ServerConfig>>,
+    pub known_hosts: Option<PathBuf>,
+    pub host_key_policy: HostKeyPolicy,
+    /// `None`: accept-new remembers keys in memory only, until the process exits.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Config {
-    /// Defaults as documented in `--help`, for `listen`. Tests start from this.
+    /// Defaults as documented in `--help`, for `listen`, except that there is no state
+    /// directory: accept-new keeps what it learns in memory. Tests start from this.
     pub fn new(listen: SocketAddr) -> Self {
         Config {
             listen,
@@ -253,6 +284,9 @@ impl Config {
             max_session_time: Some(Duration::from_secs(12 * 3600)),
             drain_timeout: Duration::from_secs(60),
             tls: None,
+            known_hosts: None,
+            host_key_policy: HostKeyPolicy::AcceptNew,
+            state_dir: None,
         }
     }
 
@@ -343,6 +377,9 @@ impl TryFrom<&Args> for Config {
             max_session_time: nonzero(args.max_session_time),
             drain_timeout: args.drain_timeout,
             tls,
+            known_hosts: args.known_hosts.clone(),
+            host_key_policy: args.host_key_policy,
+            state_dir: args.state_dir.clone(),
         })
     }
 }
@@ -454,6 +491,33 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8022".parse().unwrap());
         assert_eq!(c.session_ttl, Duration::from_secs(60));
         assert_eq!(c.public_url, None);
+        assert_eq!(c.host_key_policy, HostKeyPolicy::AcceptNew);
+        assert_eq!(c.known_hosts, None);
+    }
+
+    #[test]
+    fn host_key_flags() {
+        let c = parse(&[
+            "--known-hosts",
+            "/etc/ssh/ssh_known_hosts",
+            "--host-key-policy",
+            "strict",
+            "--state-dir",
+            "/var/lib/alfresco-ssh",
+        ])
+        .unwrap();
+        assert_eq!(c.host_key_policy, HostKeyPolicy::Strict);
+        assert_eq!(
+            c.known_hosts.as_deref(),
+            Some(std::path::Path::new("/etc/ssh/ssh_known_hosts"))
+        );
+        assert_eq!(
+            c.state_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/alfresco-ssh"))
+        );
+        let c = parse(&["--host-key-policy", "insecure-accept-any"]).unwrap();
+        assert_eq!(c.host_key_policy, HostKeyPolicy::InsecureAcceptAny);
+        assert!(Args::try_parse_from(["alfresco-ssh", "--host-key-policy", "tofu"]).is_err());
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - `store`: pending sessions (target and credentials) under one-time ids, with expiry.
 //! - `ws`: the WebSocket side. Claims a pending session and runs it, speaking the
 //!   Socket.IO-lite `protocol`.
-//! - `ssh`: the bridge. One dedicated thread per live session owns the libssh2 session.
+//! - `ssh`: the bridge. One dedicated thread per live session owns the libssh2 session, and
+//!   checks the server's host key (`hostkey`) before any credential is sent.
 //!
 //! Leaves used by all: `config` (checked settings), `tls` (the certificate and key, loaded
 //! and checked with the config), `request` (what a session asks for), `secret` (credentials

@@ -1,6 +1,7 @@
 //! The command line: flags and environment into a `Config`, logging, the listener and
 //! signals. Everything else lives in the library.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
@@ -18,12 +19,15 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
-    let args = match alfresco_ssh::config::parse_command_line(std::env::args_os().collect()) {
+    let mut args = match alfresco_ssh::config::parse_command_line(std::env::args_os().collect()) {
         Ok(args) => args,
         // Help, version and flag errors: clap prints them and exits with the right status.
         Err(Ok(clap_answer)) => clap_answer.exit(),
         Err(Err(e)) => return Err(format!("invalid configuration: {e}")),
     };
+    if args.state_dir.is_none() {
+        args.state_dir = default_state_dir();
+    }
     let mut config = Config::try_from(&args).map_err(|e| format!("invalid configuration: {e}"))?;
     if args.check_config {
         println!(
@@ -65,7 +69,7 @@ fn run() -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let server = Server::new(&config);
+        let server = Server::new(&config).map_err(|e| format!("cannot start: {e}"))?;
         let scheme = config.scheme();
         let base = config
             .public_url
@@ -86,6 +90,20 @@ fn run() -> Result<(), String> {
             .run(listener, shutdown_signal())
             .await
             .map_err(|e| e.to_string())
+    })
+}
+
+/// Where accept-new records host keys when --state-dir is not given: systemd's
+/// `StateDirectory=` (the first, if it lists several), else the XDG default under $HOME.
+/// `None` (no such variables) leaves the keys in memory.
+fn default_state_dir() -> Option<PathBuf> {
+    let systemd = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .filter(|dir| !dir.as_os_str().is_empty());
+    systemd.or_else(|| {
+        std::env::var_os("HOME")
+            .filter(|home| !home.is_empty())
+            .map(|home| PathBuf::from(home).join(".local/state/alfresco-ssh"))
     })
 }
 

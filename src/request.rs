@@ -22,6 +22,17 @@ pub struct SessionRequest {
     pub target: Target,
     pub credentials: Credentials,
     pub term: String,
+    /// The session's own expectation of the server's host key; when set, it alone decides.
+    pub host_key: Option<HostKeyPin>,
+}
+
+/// The `host_key` of a create-session request. Public data, not a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeyPin {
+    /// SHA-256 of the key blob, given as `SHA256:<base64>` as `ssh-keygen -lf` prints it.
+    Sha256([u8; 32]),
+    /// A whole public key blob, from a known_hosts or `.pub` line; its type name is inside.
+    Key(Vec<u8>),
 }
 
 /// The SSH endpoint and account. Safe to log (see `Display`).
@@ -112,7 +123,10 @@ mod tests {
         );
         assert_eq!(normalize_host("10.0.0.5").as_deref(), Some("10.0.0.5"));
         assert_eq!(normalize_host("[::1]").as_deref(), Some("::1"));
-        assert_eq!(normalize_host("::FFFF:A9FE:A9FE").as_deref(), Some("::ffff:169.254.169.254"));
+        assert_eq!(
+            normalize_host("::FFFF:A9FE:A9FE").as_deref(),
+            Some("::ffff:169.254.169.254")
+        );
         assert_eq!(normalize_host("::1").as_deref(), Some("::1"));
         for bad in [
             "",

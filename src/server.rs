@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::http;
 use crate::metrics::Metrics;
-use crate::ssh::Dialer;
+use crate::ssh::{Dialer, HostKeys};
 use crate::store::Store;
 use crate::ws;
 
@@ -71,8 +71,14 @@ impl Handle {
 }
 
 impl Server {
-    /// Builds the layers. Must be called inside a Tokio runtime (the resolver needs one).
-    pub fn new(config: &Config) -> Server {
+    /// Builds the layers, reading the known-hosts files. Must be called inside a Tokio
+    /// runtime (the resolver needs one).
+    pub fn new(config: &Config) -> io::Result<Server> {
+        let host_keys = HostKeys::load(
+            config.host_key_policy,
+            config.known_hosts.as_deref(),
+            config.state_dir.as_deref(),
+        )?;
         let store = Arc::new(Store::new(config.session_ttl, config.max_pending));
         let ws = Arc::new(ws::Context {
             store: store.clone(),
@@ -83,6 +89,7 @@ impl Server {
             idle_timeout: config.idle_timeout,
             max_session_time: config.max_session_time,
             draining: CancellationToken::new(),
+            host_keys: Arc::new(host_keys),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             metrics: Arc::new(Metrics::default()),
@@ -98,11 +105,11 @@ impl Server {
             scheme: config.scheme(),
             ws,
         });
-        Server {
+        Ok(Server {
             http,
             drain_timeout: config.drain_timeout,
             tls: config.tls.clone().map(TlsAcceptor::from),
-        }
+        })
     }
 
     pub fn handle(&self) -> Handle {

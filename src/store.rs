@@ -114,6 +114,7 @@ mod tests {
             },
             credentials: Credentials::Password(String::from("pw").into()),
             term: "xterm".into(),
+            host_key: None,
         }
     }
 

@@ -12,11 +12,12 @@ use zeroize::Zeroize;
 use super::error::ApiError;
 use crate::request::{self, Credentials, SessionRequest, Target};
 use crate::secret::Secret;
+use crate::ssh;
 
 /// Largest create-session body: a 16 KiB RSA key fits several times over.
 pub const MAX_BODY: usize = 64 * 1024;
 
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 8] = [
     "hostname",
     "port",
     "username",
@@ -24,6 +25,7 @@ const FIELDS: [&str; 7] = [
     "private_key",
     "passphrase",
     "term",
+    "host_key",
 ];
 
 /// The body's format, from its `Content-Type`.
@@ -140,6 +142,10 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<SessionRequest, ApiError> {
             "is not a valid terminal type",
         ));
     }
+    let host_key = text("host_key")?
+        .map(|s| ssh::parse_host_key_pin(&s))
+        .transpose()
+        .map_err(|why| ApiError::invalid_field("host_key", why))?;
     // Secrets go into `Secret` at once, so an early return below still wipes them.
     let password = text("password")?.map(Secret::new);
     let private_key = text("private_key")?.map(Secret::new);
@@ -174,6 +180,7 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<SessionRequest, ApiError> {
         },
         credentials,
         term,
+        host_key,
     })
 }
 
@@ -352,6 +359,40 @@ mod tests {
             code(form("hostname=h&username=u&password=p&port=abc")),
             "invalid_field"
         );
+    }
+
+    #[test]
+    fn host_keys() {
+        let with_key = |k: &str| {
+            json(
+                &serde_json::json!({"hostname":"h","username":"u","password":"p","host_key":k})
+                    .to_string(),
+            )
+        };
+        let fp = "SHA256:XXkgCBclf7u8N2U6LMzRVGjMQyZ5vLfHJVSjjpWoOZc";
+        assert!(matches!(
+            with_key(fp).unwrap().host_key,
+            Some(crate::request::HostKeyPin::Sha256(_))
+        ));
+        let line = "[h]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG8yuQzWDbuazfTvRkAoYIYgFCKS5+4qsuvIf5uaviNG";
+        assert!(matches!(
+            with_key(line).unwrap().host_key,
+            Some(crate::request::HostKeyPin::Key(_))
+        ));
+        assert_eq!(
+            json(r#"{"hostname":"h","username":"u","password":"p"}"#)
+                .unwrap()
+                .host_key,
+            None
+        );
+        for bad in ["", "SHA256:nope", "md5:aa", "h ssh-ed25519 AAAA"] {
+            let err = with_key(bad).unwrap_err();
+            assert_eq!(err.code, "invalid_field", "{bad:?}");
+            assert!(err.message.contains("`host_key`"), "{}", err.message);
+        }
+        let err =
+            json(r#"{"hostname":"h","username":"u","password":"p","host_key":7}"#).unwrap_err();
+        assert_eq!(err.code, "invalid_field");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::connect::{self, Shell};
 use super::error::SshError;
+use super::hostkey::HostKeys;
 use super::pump::{self, End};
 use super::wake::Wake;
 use crate::request::SessionRequest;
@@ -89,10 +90,12 @@ pub(super) struct Shared {
     handshake_socket: Mutex<Option<TcpStream>>,
 }
 
-/// Where the bridge starts: the target already connected, and the terminal size.
+/// Where the bridge starts: the target already connected, the host keys to check it
+/// against, and the terminal size.
 pub struct Start {
     pub stream: TcpStream,
     pub request: SessionRequest,
+    pub host_keys: Arc<HostKeys>,
     pub cols: u16,
     pub rows: u16,
     pub deadline: Instant,
@@ -255,11 +258,19 @@ fn run_thread(
     let Start {
         stream,
         request,
+        host_keys,
         cols,
         rows,
         deadline,
     } = start;
-    let opened = connect::open_shell(stream, request, cols.into(), rows.into(), deadline);
+    let opened = connect::open_shell(
+        stream,
+        request,
+        &host_keys,
+        cols.into(),
+        rows.into(),
+        deadline,
+    );
     // From here on closing goes through the wake fd.
     shared.handshake_socket.lock().take();
     let mut shell = match opened {

@@ -1,5 +1,5 @@
-//! The blocking start of a session, run on the bridge thread: SSH handshake, authentication
-//! and the PTY shell, each bounded by the connect deadline.
+//! The blocking start of a session, run on the bridge thread: SSH handshake, the host-key
+//! check, authentication and the PTY shell, each bounded by the connect deadline.
 //!
 //! Credentials are consumed here: the `SessionRequest` is moved in and dropped (zeroized)
 //! as soon as authentication is over, whatever its outcome.
@@ -12,7 +12,8 @@ use std::time::Instant;
 use ssh2::{Channel, ErrorCode, ExtendedData, MethodType, Session};
 
 use super::error::{SshError, SshErrorKind};
-use crate::request::{Credentials, SessionRequest};
+use super::hostkey::{HostKey, HostKeys};
+use crate::request::{Credentials, HostKeyPin, SessionRequest, Target};
 
 // libssh2 error codes we tell apart (libssh2.h).
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
@@ -26,8 +27,6 @@ const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-po
 /// Key exchange without SHA-1 or 1024-bit groups; post-quantum hybrid first. libssh2 adds
 /// `kex-strict-c-v00@openssh.com` (the Terrapin fix) and `ext-info-c` in front itself.
 const KEX: &str = "mlkem768x25519-sha256,curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,diffie-hellman-group14-sha256";
-/// Host key algorithms without DSA or SHA-1 RSA signatures (as OpenSSH since 8.8).
-const HOST_KEYS: &str = "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256";
 /// MACs (used only with the CTR ciphers): SHA-2, encrypt-then-MAC first.
 const MACS: &str =
     "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha2-256,hmac-sha2-512";
@@ -52,10 +51,12 @@ pub struct Shell {
     pub socket: Arc<TcpStream>,
 }
 
-/// Handshake, authenticate and start a shell of `cols`×`rows` before `deadline`.
+/// Handshake, check the host key, authenticate and start a shell of `cols`×`rows` before
+/// `deadline`.
 pub fn open_shell(
     stream: TcpStream,
     request: SessionRequest,
+    host_keys: &HostKeys,
     cols: u32,
     rows: u32,
     deadline: Instant,
@@ -63,9 +64,17 @@ pub fn open_shell(
     let socket = Arc::new(stream);
     let mut session = Session::new().map_err(|e| failed("cannot create an SSH session", &e))?;
     session.set_tcp_stream(SharedSocket(socket.clone()));
+    let SessionRequest {
+        target,
+        credentials,
+        term,
+        host_key,
+    } = request;
+    // Host key algorithms: the types already known for this target first (see hostkey.rs).
+    let host_key_algorithms = host_keys.algorithms(&target.host, target.port, host_key.as_ref());
     let prefs = [
         (MethodType::Kex, KEX),
-        (MethodType::HostKey, HOST_KEYS),
+        (MethodType::HostKey, host_key_algorithms.as_str()),
         (MethodType::CryptCs, CIPHERS),
         (MethodType::CryptSc, CIPHERS),
         (MethodType::MacCs, MACS),
@@ -83,12 +92,11 @@ pub fn open_shell(
         .handshake()
         .map_err(|e| map_error(&e, "SSH handshake failed"))?;
 
+    // Before any credential leaves: a server with the wrong key gets nothing, not even
+    // the user name. On refusal `credentials` is dropped (wiped) on the way out.
+    check_host_key(&session, host_keys, &target, host_key.as_ref())?;
+
     set_timeout(&session, deadline)?;
-    let SessionRequest {
-        target,
-        credentials,
-        term,
-    } = request;
     authenticate(&session, &target.username, credentials)?;
 
     set_timeout(&session, deadline)?;
@@ -112,6 +120,38 @@ pub fn open_shell(
         channel,
         socket,
     })
+}
+
+fn check_host_key(
+    session: &Session,
+    host_keys: &HostKeys,
+    target: &Target,
+    pin: Option<&HostKeyPin>,
+) -> Result<(), SshError> {
+    let offered = session
+        .host_key()
+        .and_then(|(blob, _)| HostKey::from_blob(blob.to_vec()))
+        .ok_or_else(|| {
+            SshError::new(
+                SshErrorKind::SshFailed,
+                "the server sent no usable host key",
+            )
+        })?;
+    match host_keys.verify(&target.host, target.port, pin, &offered) {
+        Ok(accepted) => {
+            tracing::info!(
+                kind = offered.kind(),
+                fingerprint = offered.fingerprint(),
+                by = accepted.label(),
+                "host key accepted"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(code = e.code(), "{}", e.message);
+            Err(e)
+        }
+    }
 }
 
 /// Consumes the credentials: they are dropped, and so wiped, when this returns.

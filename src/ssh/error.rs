@@ -13,6 +13,10 @@ pub enum SshErrorKind {
     SshFailed,
     ConnectionLost,
     DestinationForbidden,
+    /// The server's host key differs from the pinned, listed or recorded one.
+    HostKeyMismatch,
+    /// No key is known for the host and the policy is strict.
+    HostKeyUnknown,
 }
 
 impl SshErrorKind {
@@ -26,10 +30,12 @@ impl SshErrorKind {
             SshErrorKind::SshFailed => "ssh_failed",
             SshErrorKind::ConnectionLost => "connection_lost",
             SshErrorKind::DestinationForbidden => "destination_forbidden",
+            SshErrorKind::HostKeyMismatch => "host_key_mismatch",
+            SshErrorKind::HostKeyUnknown => "host_key_unknown",
         }
     }
 
-    pub const ALL: [SshErrorKind; 8] = [
+    pub const ALL: [SshErrorKind; 10] = [
         SshErrorKind::DnsFailed,
         SshErrorKind::ConnectFailed,
         SshErrorKind::ConnectTimeout,
@@ -38,6 +44,8 @@ impl SshErrorKind {
         SshErrorKind::SshFailed,
         SshErrorKind::ConnectionLost,
         SshErrorKind::DestinationForbidden,
+        SshErrorKind::HostKeyMismatch,
+        SshErrorKind::HostKeyUnknown,
     ];
 }
 

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
-use crate::ssh::{Dialer, SshErrorKind};
+use crate::ssh::{Dialer, HostKeys, SshErrorKind};
 use crate::store::Store;
 
 pub use protocol::{ClientEvent, decode_text};
@@ -50,6 +50,8 @@ pub struct Context {
     pub max_session_time: Option<Duration>,
     /// Cancelled when a shutdown signal arrives: no new sessions, live ones are told.
     pub draining: CancellationToken,
+    /// What the servers' host keys are checked against.
+    pub host_keys: Arc<HostKeys>,
     /// Cancelled when the drain is over; live sessions end with `server_shutdown`.
     pub shutdown: CancellationToken,
     pub metrics: Arc<Metrics>,

@@ -145,6 +145,7 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
     let start = Start {
         stream,
         request,
+        host_keys: ctx.host_keys.clone(),
         cols,
         rows,
         deadline: deadline.into_std(),

@@ -9,6 +9,7 @@ mod browser;
 mod contrib;
 mod docs;
 mod fuzz;
+mod host_keys;
 mod lifecycle;
 mod secrets;
 mod security;

@@ -201,7 +201,7 @@ impl Gateway {
         // they ask for one.
         config.drain_timeout = Duration::ZERO;
         configure(&mut config);
-        let server = Server::new(&config);
+        let server = Server::new(&config).expect("the gateway starts");
         let handle = server.handle();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async {

@@ -190,6 +190,24 @@ impl Sshd {
         fingerprint.to_owned()
     }
 
+    /// The current `kind` host public key as `type base64`, the key part of a known_hosts
+    /// line.
+    pub fn host_public_key(&self, kind: &str) -> String {
+        assert!(
+            HOST_KEY_KINDS.contains(&kind),
+            "unknown host key kind {kind:?}"
+        );
+        let text = read_text(&self.host_key_path(kind).with_extension("pub"));
+        let fields: Vec<&str> = text.split_whitespace().take(2).collect();
+        assert_eq!(fields.len(), 2, "unexpected public key file: {text:?}");
+        fields.join(" ")
+    }
+
+    /// A known_hosts line for the current `kind` host key: `[127.0.0.1]:port type base64`.
+    pub fn known_hosts_line(&self, kind: &str) -> String {
+        format!("[127.0.0.1]:{} {}", self.port, self.host_public_key(kind))
+    }
+
     /// Kills sshd and every process it started (per-connection monitors, their unprivileged
     /// children, user shells), so open SSH connections drop, and waits until they are gone.
     /// Idempotent.
