@@ -142,11 +142,22 @@ fn bad(message: &str) -> ProtocolError {
 
 #[derive(Debug)]
 pub enum ServerEvent<'a> {
-    ConnectionReady { cols: u16, rows: u16 },
+    /// `target` is `user@host:port`, for the page's status line.
+    ConnectionReady {
+        cols: u16,
+        rows: u16,
+        target: &'a str,
+    },
     Output(Bytes),
     Closed(&'a ExitInfo),
-    Error { code: &'a str, message: &'a str },
-    Warning { code: &'a str, message: &'a str },
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
+    Warning {
+        code: &'a str,
+        message: &'a str,
+    },
 }
 
 impl ServerEvent<'_> {
@@ -154,9 +165,10 @@ impl ServerEvent<'_> {
         let event = |name: &str, data: Value| Message::text(json!([name, data]).to_string());
         match self {
             ServerEvent::Output(bytes) => Message::Binary(bytes.clone()),
-            ServerEvent::ConnectionReady { cols, rows } => {
-                event(name::CONNECTION_READY, json!({"cols": cols, "rows": rows}))
-            }
+            ServerEvent::ConnectionReady { cols, rows, target } => event(
+                name::CONNECTION_READY,
+                json!({"cols": cols, "rows": rows, "target": target}),
+            ),
             ServerEvent::Closed(info) => event(
                 name::SSH_CLOSED,
                 json!({"exit_status": info.exit_status, "exit_signal": info.exit_signal, "reason": info.reason()}),
@@ -286,8 +298,15 @@ mod tests {
     fn encode() {
         let text = |m: Message| m.into_text().unwrap().to_string();
         assert_eq!(
-            text(ServerEvent::ConnectionReady { cols: 80, rows: 24 }.encode()),
-            r#"["connection-ready",{"cols":80,"rows":24}]"#
+            text(
+                ServerEvent::ConnectionReady {
+                    cols: 80,
+                    rows: 24,
+                    target: "u@h:22"
+                }
+                .encode()
+            ),
+            r#"["connection-ready",{"cols":80,"rows":24,"target":"u@h:22"}]"#
         );
         let info = ExitInfo {
             exit_status: Some(3),

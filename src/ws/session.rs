@@ -163,6 +163,7 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
     };
     let mut counts = Counts {
         claimed: Some(started),
+        target: target.to_string(),
         ..Counts::default()
     };
     let outcome = pump(ws, ctx, &mut { bridge }, &mut counts).await;
@@ -214,6 +215,8 @@ struct Counts {
     frames_out: u64,
     /// When the session was claimed, for the time-to-shell histogram.
     claimed: Option<Instant>,
+    /// `user@host:port`, told to the page with connection-ready.
+    target: String,
 }
 
 /// The live session: until the remote side ends, the client leaves, or the server stops.
@@ -269,7 +272,7 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
                         if let Some(claimed) = counts.claimed {
                             ctx.metrics.connected(claimed.elapsed().as_secs_f64());
                         }
-                        ServerEvent::ConnectionReady { cols, rows }.encode()
+                        ServerEvent::ConnectionReady { cols, rows, target: &counts.target }.encode()
                     }
                     Some(BridgeEvent::Closed(info)) => return Outcome::Closed(info),
                     Some(BridgeEvent::Failed(e)) => {

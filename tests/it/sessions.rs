@@ -32,7 +32,11 @@ async fn password_session_end_to_end() {
     let mut term = gw.ws().await;
     term.start(&id, 100, 30).await;
     let ready = term.ready().await;
-    assert_eq!(ready, serde_json::json!({"cols": 100, "rows": 30}));
+    let target = format!("alfresco-test@127.0.0.1:{}", sshd.addr().port());
+    assert_eq!(
+        ready,
+        serde_json::json!({"cols": 100, "rows": 30, "target": target})
+    );
     assert_eq!(
         gw.handle.pending(),
         0,

@@ -42,9 +42,10 @@ async fn a_session_runs_over_wss() {
 
     // `open` creates over HTTPS (checking the https:// url) and starts over WSS.
     let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+    let ready = term.ready().await;
     assert_eq!(
-        term.ready().await,
-        serde_json::json!({"cols": 80, "rows": 24})
+        (ready["cols"].as_u64(), ready["rows"].as_u64()),
+        (Some(80), Some(24))
     );
     assert_eq!(term.run("echo over-$((6*7))-tls").await, "over-42-tls\r\n");
     term.input("exit 4\r").await;
