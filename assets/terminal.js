@@ -14,6 +14,17 @@
   const FONT_SIZE_KEY = 'alfresco-ssh.fontSize';
   // Window resizes come in bursts while dragging; fit once the burst settles.
   const RESIZE_DEBOUNCE_MS = 100;
+  // Flow control (docs/PROTOCOL.md, `pause` and `resume`), counted in bytes handed to
+  // term.write whose callback has not run yet, i.e. not yet parsed. xterm.js parses in
+  // 12 ms slices and, past 50 MB, throws output away; a flood must stop well before.
+  // 512 KiB is eight of the server's 64 KiB frames: enough queued that the parser never
+  // idles on a fast stream, and small next to what is still in flight when `pause` goes
+  // out (socket buffers: a few MB on loopback), so the backlog, and the wait for Ctrl-C
+  // to show, stay about as small as the network allows. Resuming at 128 KiB leaves two
+  // frames to parse while `resume` reaches the server and output flows again; the gap
+  // between the marks keeps the page from sending pause/resume per frame.
+  const FLOW_HIGH_WATERMARK = 512 * 1024;
+  const FLOW_LOW_WATERMARK = 128 * 1024;
 
   // Readable on a dark background; the ANSI colours follow the Tango palette.
   const THEME = {
@@ -125,9 +136,34 @@
     return socket !== null && socket.readyState === WebSocket.OPEN;
   }
 
+  // An event without data goes out as ["name"], as docs/PROTOCOL.md writes it.
   function sendEvent(name, data) {
     if (isOpen()) {
-      socket.send(JSON.stringify([name, data]));
+      socket.send(JSON.stringify(data === undefined ? [name] : [name, data]));
+    }
+  }
+
+  // --- output and flow control ---
+
+  const flow = { pending: 0, paused: false, pauses: 0, resumes: 0, maxPending: 0 };
+
+  // Each chunk counts from term.write until xterm.js has parsed it. `paused` makes the
+  // events alternate: one pause, then one resume, never two of a kind in a row.
+  function writeOutput(bytes) {
+    flow.pending += bytes.length;
+    flow.maxPending = Math.max(flow.maxPending, flow.pending);
+    term.write(bytes, function () {
+      flow.pending -= bytes.length;
+      if (flow.paused && flow.pending < FLOW_LOW_WATERMARK) {
+        flow.paused = false;
+        flow.resumes++;
+        sendEvent('resume');
+      }
+    });
+    if (!flow.paused && flow.pending > FLOW_HIGH_WATERMARK) {
+      flow.paused = true;
+      flow.pauses++;
+      sendEvent('pause');
     }
   }
 
@@ -144,7 +180,8 @@
   function onServerEvent(name, data) {
     switch (name) {
       case 'connection-ready':
-        setState('connected', 'connected');
+        // textContent, never HTML: the target is the session's own user@host:port.
+        setState('connected', data && typeof data.target === 'string' ? 'connected to ' + data.target : 'connected');
         term.focus();
         break;
       case 'ssh-closed':
@@ -157,7 +194,13 @@
         break;
       }
       case 'warning':
-        console.warn('alfresco-ssh warning', data);
+        // The only warning a person needs to see: the gateway is restarting, and this
+        // session will be ended at the end of its drain. The rest are for developers.
+        if (data && data.code === 'server_draining' && state === 'connected') {
+          setState('draining', 'connected; the gateway is shutting down: finish your work, this session will end soon');
+        } else {
+          console.warn('alfresco-ssh warning', data);
+        }
         break;
       default:
         // Unknown events are ignored so the server can add new ones.
@@ -167,7 +210,7 @@
 
   function onMessage(ev) {
     if (typeof ev.data !== 'string') {
-      term.write(new Uint8Array(ev.data));
+      writeOutput(new Uint8Array(ev.data));
       return;
     }
     let msg;
@@ -328,6 +371,44 @@
     return true;
   });
 
+  // --- right-click paste ---
+
+  // Right-click pastes, as in PuTTY and most desktop terminals, when the page may read the
+  // clipboard: a secure context (https, or http on localhost) with the permission granted
+  // or still to be asked (the browser then asks once). Where the permission is denied or
+  // the API is missing (plain http), the browser's own menu opens instead; xterm.js has
+  // moved its textarea under the pointer, so that menu's Paste also reaches the terminal.
+  let clipboardRead = 'unavailable';
+  if (window.isSecureContext && navigator.clipboard && navigator.clipboard.readText) {
+    clipboardRead = 'prompt';
+    if (navigator.permissions && navigator.permissions.query) {
+      // Firefox has no 'clipboard-read' permission to query; it shows its own Paste button.
+      navigator.permissions.query({ name: 'clipboard-read' }).then(function (status) {
+        clipboardRead = status.state;
+        status.addEventListener('change', function () {
+          clipboardRead = status.state;
+        });
+      }, function () {});
+    }
+  }
+
+  containerEl.addEventListener('contextmenu', function (ev) {
+    if (clipboardRead !== 'granted' && clipboardRead !== 'prompt') {
+      return;
+    }
+    ev.preventDefault();
+    navigator.clipboard.readText().then(function (text) {
+      if (text && !isFinal()) {
+        term.paste(text);
+      }
+      term.focus();
+    }, function (e) {
+      // Refused: the next right-click opens the browser's menu.
+      clipboardRead = 'denied';
+      console.warn('clipboard read refused', e);
+    });
+  });
+
   // --- read-only hooks for browser tests ---
 
   function screenText() {
@@ -346,6 +427,8 @@
       term: term,
       state: function () { return state; },
       screenText: screenText,
+      // A copy, so a test reads the counters without being able to change them.
+      flow: function () { return Object.assign({}, flow); },
     }),
     writable: false,
     configurable: false,

@@ -10,6 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::{InputSource, MOUSE_BUTTON_RIGHT, MouseActions, PointerAction};
 use fantoccini::elements::Element;
 use fantoccini::key::Key;
 use fantoccini::wd::{Capabilities, WindowHandle};
@@ -73,6 +74,11 @@ impl Browser {
                     format!("--user-data-dir={}", profile.display()),
                     "--window-size=1000,700",
                 ],
+                // Pages may read the clipboard without asking, as after a person's "Allow":
+                // a headless browser has no one to click its permission prompt.
+                "prefs": {
+                    "profile.default_content_setting_values.clipboard": 1,
+                },
             }),
         );
         let url = format!("http://127.0.0.1:{}", driver.port);
@@ -185,6 +191,36 @@ impl Browser {
         (dimension(&size[0]), dimension(&size[1]))
     }
 
+    /// The tab's title.
+    pub async fn title(&self) -> String {
+        self.string("return document.title").await
+    }
+
+    /// Which xterm.js buffer is shown: `normal`, or `alternate` for full-screen programs.
+    pub async fn buffer_type(&self) -> String {
+        self.string("return window.alfresco.term.buffer.active.type")
+            .await
+    }
+
+    /// The page's flow-control counters (terminal.js `flow()`).
+    pub async fn flow(&self) -> Flow {
+        let flow = self.execute("return window.alfresco.flow()").await;
+        serde_json::from_value(flow.clone()).unwrap_or_else(|e| panic!("flow() {flow}: {e}"))
+    }
+
+    /// Bytes in use on the page's JavaScript heap (Chromium's `performance.memory`), if the
+    /// browser tells.
+    pub async fn js_heap_used(&self) -> Option<u64> {
+        self.execute("return performance.memory ? performance.memory.usedJSHeapSize : null")
+            .await
+            .as_u64()
+    }
+
+    /// A PNG of the current tab's viewport.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        self.call("screenshot", self.client().screenshot()).await
+    }
+
     /// What a failing wait prints.
     async fn snapshot(&self) -> String {
         match tokio::time::timeout(WAIT, self.client().execute(SNAPSHOT_SCRIPT, Vec::new())).await {
@@ -225,6 +261,75 @@ impl Browser {
             )
             .await;
         assert_eq!(inserted, true, "insertText {text:?} was refused");
+    }
+
+    /// Types `text` with `modifier` held, e.g. `(Key::Control, "c")` for Ctrl-C.
+    pub async fn chord(&self, modifier: Key, text: &str) {
+        // Send-keys holds a modifier from its key until the NULL key releases all.
+        self.type_text(&format!(
+            "{}{text}{}",
+            char::from(modifier),
+            char::from(Key::Null)
+        ))
+        .await;
+    }
+
+    /// Pastes `text` as the browser does on Ctrl+Shift+V: a `paste` event carrying the text,
+    /// on the textarea whose paste handler xterm.js turns into input. Returns whether xterm.js
+    /// sent it as a bracketed paste (`ESC[200~` … `ESC[201~`, when the program asked for it).
+    pub async fn paste(&self, text: &str) -> bool {
+        let input = self.input().await;
+        // xterm.js stops the event's propagation once it has taken the text, so an event
+        // that reaches the document was ignored. Its input event fires synchronously.
+        let script = "
+            const data = new DataTransfer();
+            data.setData('text/plain', arguments[1]);
+            let ignored = false;
+            const spy = () => { ignored = true; };
+            let sent = '';
+            const listener = window.alfresco.term.onData((s) => { sent += s; });
+            document.addEventListener('paste', spy);
+            arguments[0].dispatchEvent(new ClipboardEvent('paste', {
+                clipboardData: data, bubbles: true, cancelable: true }));
+            document.removeEventListener('paste', spy);
+            listener.dispose();
+            return [!ignored, sent.startsWith('\x1b[200~') && sent.endsWith('\x1b[201~')];";
+        let args = vec![json!(input), json!(text)];
+        let result = self
+            .call(
+                &format!("paste {} bytes", text.len()),
+                self.client().execute(script, args),
+            )
+            .await;
+        assert_eq!(result[0], true, "xterm.js did not take the paste event");
+        result[1]
+            .as_bool()
+            .unwrap_or_else(|| panic!("paste returned {result}"))
+    }
+
+    /// Right-clicks in the middle of the terminal.
+    pub async fn right_click_terminal(&self) {
+        let terminal = self
+            .call(
+                "find the terminal",
+                self.client().find(Locator::Css(".xterm-screen")),
+            )
+            .await;
+        let click = MouseActions::new("mouse".to_owned())
+            .then(PointerAction::MoveToElement {
+                element: terminal,
+                duration: None,
+                x: 0.0,
+                y: 0.0,
+            })
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_RIGHT,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_RIGHT,
+            });
+        self.call("right-click", self.client().perform_actions(click))
+            .await;
     }
 
     /// Types `line` and presses Enter.
@@ -313,6 +418,18 @@ impl Browser {
         let client = self.client.take().expect("close once");
         self.call("close the session", client.close()).await;
     }
+}
+
+/// The page's flow-control counters: bytes written to xterm.js and not yet parsed, whether
+/// output is paused, how many `pause` and `resume` events it sent, and the most pending.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Flow {
+    pub pending: u64,
+    pub paused: bool,
+    pub pauses: u64,
+    pub resumes: u64,
+    pub max_pending: u64,
 }
 
 /// A chromedriver child in its own process group, with its output in a temp dir that also
