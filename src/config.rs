@@ -90,6 +90,11 @@ pub struct Args {
     #[arg(long, env = "ALFRESCO_ALLOW_ORIGIN", value_delimiter = ',')]
     pub allow_origin: Vec<String>,
 
+    /// An origin (scheme://host[:port]) whose pages may embed the terminal page in a frame;
+    /// repeatable. Without any, the page refuses to be framed (clickjacking).
+    #[arg(long, env = "ALFRESCO_ALLOW_FRAME_ANCESTORS", value_delimiter = ',')]
+    pub allow_frame_ancestors: Vec<String>,
+
     /// Most create-session requests per minute, per API token and per client IP (0 = no limit).
     #[arg(long, env = "ALFRESCO_CREATE_RATE_LIMIT", default_value = "60")]
     pub create_rate_limit: u32,
@@ -250,6 +255,8 @@ pub struct Config {
     pub api_tokens: Arc<Vec<ApiToken>>,
     /// Origins allowed besides the gateway's own, as `scheme://host[:port]`.
     pub allowed_origins: Vec<String>,
+    /// Origins that may frame the page; empty: none.
+    pub frame_ancestors: Vec<String>,
     /// Per token and per client IP; 0 = no limit.
     pub create_rate_per_minute: u32,
     pub destinations: Arc<DestinationPolicy>,
@@ -278,6 +285,7 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             api_tokens: Arc::new(Vec::new()),
             allowed_origins: Vec::new(),
+            frame_ancestors: Vec::new(),
             create_rate_per_minute: 60,
             destinations: Arc::new(DestinationPolicy::default()),
             idle_timeout: Some(Duration::from_secs(30 * 60)),
@@ -351,6 +359,11 @@ impl TryFrom<&Args> for Config {
             .iter()
             .map(|o| check_origin(o))
             .collect::<Result<_, _>>()?;
+        let frame_ancestors = args
+            .allow_frame_ancestors
+            .iter()
+            .map(|o| check_origin(o))
+            .collect::<Result<_, _>>()?;
         let destinations = DestinationPolicy::parse(&args.allow, &args.deny)
             .map_err(|e| ConfigError(format!("destination rule: {e}")))?;
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
@@ -371,6 +384,7 @@ impl TryFrom<&Args> for Config {
             connect_timeout: args.connect_timeout,
             api_tokens: Arc::new(api_tokens),
             allowed_origins,
+            frame_ancestors,
             create_rate_per_minute: args.create_rate_limit,
             destinations: Arc::new(destinations),
             idle_timeout: nonzero(args.idle_timeout),

@@ -101,6 +101,7 @@ impl Server {
             api_tokens: config.api_tokens.clone(),
             rate_limiter: http::RateLimiter::new(config.create_rate_per_minute),
             allowed_origins: config.allowed_origins.clone(),
+            page_csp: http::page_csp(&config.frame_ancestors),
             destinations: config.destinations.clone(),
             scheme: config.scheme(),
             ws,

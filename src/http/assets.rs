@@ -20,8 +20,21 @@ pub struct Asset {
 
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
-/// The page may load only our own scripts, styles, images and WebSocket, and may not be framed.
-const PAGE_CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// The page may load only our own scripts, styles, images and WebSocket; `frame-ancestors`
+/// is appended by `page_csp` ('none' unless --allow-frame-ancestors names origins).
+const PAGE_CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'";
+
+/// The page's Content-Security-Policy for these allowed framing origins (checked origins
+/// from the configuration: `scheme://host[:port]`).
+pub fn page_csp(frame_ancestors: &[String]) -> HeaderValue {
+    let ancestors = if frame_ancestors.is_empty() {
+        "'none'".to_owned()
+    } else {
+        frame_ancestors.join(" ")
+    };
+    HeaderValue::from_str(&format!("{PAGE_CSP}; frame-ancestors {ancestors}"))
+        .expect("origins were checked to be plain URLs")
+}
 
 pub fn find(name: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.name == name)
@@ -61,7 +74,7 @@ pub fn serve(asset: &Asset, request_headers: &HeaderMap) -> Response<Full<Bytes>
 }
 
 /// The terminal page (200) or the friendly not-found page (404).
-pub fn page(found: bool) -> Response<Full<Bytes>> {
+pub fn page(found: bool, csp: &HeaderValue) -> Response<Full<Bytes>> {
     let (asset, status) = if found {
         (&PAGE, StatusCode::OK)
     } else {
@@ -74,7 +87,7 @@ pub fn page(found: bool) -> Response<Full<Bytes>> {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         HeaderName::from_static("content-security-policy"),
-        HeaderValue::from_static(PAGE_CSP),
+        csp.clone(),
     );
     headers.insert(
         HeaderName::from_static("referrer-policy"),
@@ -84,9 +97,12 @@ pub fn page(found: bool) -> Response<Full<Bytes>> {
         HeaderName::from_static("x-content-type-options"),
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(
-        HeaderName::from_static("x-frame-options"),
-        HeaderValue::from_static("DENY"),
-    );
+    // For browsers without CSP level 2; only when no framing is allowed at all.
+    if csp.as_bytes().ends_with(b"frame-ancestors 'none'") {
+        headers.insert(
+            HeaderName::from_static("x-frame-options"),
+            HeaderValue::from_static("DENY"),
+        );
+    }
     res
 }

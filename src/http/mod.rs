@@ -21,6 +21,7 @@ use uuid::Uuid;
 pub use api::{BodyKind, MAX_BODY, parse_create};
 pub use error::{ApiError, CODES as ERROR_CODES};
 
+pub use assets::page_csp;
 pub use auth::{RateKey, RateLimiter};
 
 use crate::config::ApiToken;
@@ -43,6 +44,8 @@ pub struct State {
     pub rate_limiter: RateLimiter,
     /// Origins allowed to open WebSockets besides our own, lower case.
     pub allowed_origins: Vec<String>,
+    /// The terminal page's Content-Security-Policy (see `assets::page_csp`).
+    pub page_csp: HeaderValue,
     pub destinations: Arc<DestinationPolicy>,
     /// `https` when the listener speaks TLS, else `http`: the scheme of session URLs
     /// built from the Host header.
@@ -85,7 +88,7 @@ pub async fn route(
             .ok_or_else(ApiError::not_found),
         (&Method::GET | &Method::HEAD, p) if is_page_path(p) => {
             let found = Uuid::parse_str(&p[1..]).is_ok_and(|id| state.store.contains(&id));
-            Ok(assets::page(found))
+            Ok(assets::page(found, &state.page_csp))
         }
         _ => Err(ApiError::not_found()),
     };

@@ -173,8 +173,14 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
         counts.frames_in,
         counts.frames_out,
     );
+    let (exit_status, exit_signal) = match &outcome {
+        Outcome::Closed(info) => (info.exit_status, info.exit_signal.clone()),
+        _ => (None, None),
+    };
     tracing::info!(
         outcome = outcome.label(),
+        exit_status,
+        exit_signal,
         secs = started.elapsed().as_secs_f32(),
         bytes_in = counts.bytes_in,
         bytes_out = counts.bytes_out,

@@ -206,3 +206,31 @@ async fn idle_timeout_and_session_time_limit() {
     assert_eq!(term.expect_error("session_time_limit").await.1, Some(1001));
     gw.assert_idle().await;
 }
+
+/// The page forbids framing unless --allow-frame-ancestors names who may frame it.
+#[tokio::test]
+async fn page_headers_and_framing() {
+    let gw = Gateway::start().await;
+    let id = gw.create_id(&body("10.0.0.5")).await;
+    let page = gw.get(&format!("/{id}")).await;
+    let csp = page.header("content-security-policy").unwrap().to_owned();
+    assert!(
+        csp.starts_with("default-src 'self'") && csp.ends_with("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+
+    let gw = Gateway::start_with(|c| c.frame_ancestors = vec!["https://portal.example.com".into()])
+        .await;
+    let id = gw.create_id(&body("10.0.0.5")).await;
+    let page = gw.get(&format!("/{id}")).await;
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.ends_with("frame-ancestors https://portal.example.com"),
+        "{csp}"
+    );
+    assert_eq!(page.header("x-frame-options"), None);
+}
