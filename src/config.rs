@@ -51,6 +51,11 @@ pub struct Args {
     #[arg(long, env = "ALFRESCO_MAX_SESSIONS", default_value = "1000")]
     pub max_sessions: NonZeroUsize,
 
+    /// Most live sessions created with one API token (0 = only --max-sessions applies); more
+    /// get `too_many_sessions` at create-session.
+    #[arg(long, env = "ALFRESCO_MAX_SESSIONS_PER_TOKEN", default_value = "0")]
+    pub max_sessions_per_token: usize,
+
     /// Most created-but-unopened sessions held at once; more get `too_many_pending`.
     #[arg(long, env = "ALFRESCO_MAX_PENDING", default_value = "1000")]
     pub max_pending: NonZeroUsize,
@@ -249,6 +254,8 @@ pub struct Config {
     pub public_url: Option<String>,
     pub session_ttl: Duration,
     pub max_sessions: usize,
+    /// 0 = no per-token limit.
+    pub max_sessions_per_token: usize,
     pub max_pending: usize,
     pub connect_timeout: Duration,
     /// Empty means every create-session is refused: `main` generates one when none is set.
@@ -281,6 +288,7 @@ impl Config {
             public_url: None,
             session_ttl: Duration::from_secs(60),
             max_sessions: 1000,
+            max_sessions_per_token: 0,
             max_pending: 1000,
             connect_timeout: Duration::from_secs(10),
             api_tokens: Arc::new(Vec::new()),
@@ -380,6 +388,7 @@ impl TryFrom<&Args> for Config {
             public_url,
             session_ttl: args.session_ttl,
             max_sessions: args.max_sessions.get(),
+            max_sessions_per_token: args.max_sessions_per_token,
             max_pending: args.max_pending.get(),
             connect_timeout: args.connect_timeout,
             api_tokens: Arc::new(api_tokens),

@@ -24,6 +24,8 @@ pub struct SessionRequest {
     pub term: String,
     /// The session's own expectation of the server's host key; when set, it alone decides.
     pub host_key: Option<HostKeyPin>,
+    /// The name of the API token that created the session (for per-token limits and logs).
+    pub creator: String,
 }
 
 /// The `host_key` of a create-session request. Public data, not a secret.

@@ -102,6 +102,7 @@ impl Server {
             rate_limiter: http::RateLimiter::new(config.create_rate_per_minute),
             allowed_origins: config.allowed_origins.clone(),
             page_csp: http::page_csp(&config.frame_ancestors),
+            max_sessions_per_token: config.max_sessions_per_token,
             destinations: config.destinations.clone(),
             scheme: config.scheme(),
             ws,

@@ -115,6 +115,7 @@ mod tests {
             credentials: Credentials::Password(String::from("pw").into()),
             term: "xterm".into(),
             host_key: None,
+            creator: "ci".into(),
         }
     }
 

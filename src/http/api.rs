@@ -181,6 +181,8 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<SessionRequest, ApiError> {
         credentials,
         term,
         host_key,
+        // Filled in by the caller, which knows the API token.
+        creator: String::new(),
     })
 }
 

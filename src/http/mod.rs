@@ -44,6 +44,8 @@ pub struct State {
     pub rate_limiter: RateLimiter,
     /// Origins allowed to open WebSockets besides our own, lower case.
     pub allowed_origins: Vec<String>,
+    /// Live sessions one API token may have at once; 0 = no limit beyond --max-sessions.
+    pub max_sessions_per_token: usize,
     /// The terminal page's Content-Security-Policy (see `assets::page_csp`).
     pub page_csp: HeaderValue,
     pub destinations: Arc<DestinationPolicy>,
@@ -111,6 +113,11 @@ async fn create_session(
         return Err(ApiError::from(ws::Refusal::ShuttingDown));
     }
     let token = auth::authenticate(req.headers(), &state.api_tokens)?;
+    if state.max_sessions_per_token > 0
+        && state.ws.slots.live_for(token) >= state.max_sessions_per_token
+    {
+        return Err(ApiError::from(ws::Refusal::TooManySessions));
+    }
     let keys = [RateKey::Token(token.to_owned()), RateKey::Client(peer.ip())];
     state
         .rate_limiter
@@ -140,7 +147,8 @@ async fn create_session(
                 ApiError::malformed_body("the body could not be read")
             }
         })?;
-    let request = parse_create(kind, Vec::from(body.to_bytes()))?;
+    let mut request = parse_create(kind, Vec::from(body.to_bytes()))?;
+    request.creator = token.to_owned();
     precheck_destination(state, &request.target.host, request.target.port).await?;
     let target = request.target.clone();
     let method = request.credentials.method();

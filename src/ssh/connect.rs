@@ -69,6 +69,7 @@ pub fn open_shell(
         credentials,
         term,
         host_key,
+        ..
     } = request;
     // Host key algorithms: the types already known for this target first (see hostkey.rs).
     let host_key_algorithms = host_keys.algorithms(&target.host, target.port, host_key.as_ref());

@@ -111,7 +111,7 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
     // Only the first 8 characters: the full id is a capability and stays out of logs.
     span.record("id", &id.simple().to_string()[..8]);
     // The slot first: a full gateway must not burn the one-time link.
-    let Some(_slot) = ctx.slots.try_acquire() else {
+    let Some(mut slot) = ctx.slots.try_acquire() else {
         return Outcome::error(
             "too_many_sessions",
             "the gateway is at its session limit; try again later",
@@ -125,6 +125,7 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
             CloseCode::Policy,
         );
     };
+    slot.assign(&request.creator);
     let target = request.target.clone();
     tracing::info!(%target, auth = request.credentials.method(), "session claimed");
     let started = Instant::now();

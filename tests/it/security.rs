@@ -234,3 +234,44 @@ async fn page_headers_and_framing() {
     );
     assert_eq!(page.header("x-frame-options"), None);
 }
+
+/// --max-sessions-per-token: a token at its limit of live sessions gets
+/// `too_many_sessions` at create-session; other tokens, and the same one later, do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sessions_per_token() {
+    let sshd = Sshd::start();
+    let other = "other-token-0123456789abcdef";
+    let gw = Gateway::start_with(|c| {
+        c.max_sessions_per_token = 1;
+        let tokens = vec![
+            ApiToken {
+                name: "test".into(),
+                token: Secret::new(crate::support::gateway::TEST_TOKEN.into()),
+            },
+            ApiToken {
+                name: "other".into(),
+                token: Secret::new(other.into()),
+            },
+        ];
+        c.api_tokens = Arc::new(tokens);
+    })
+    .await;
+    let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+    term.ready().await;
+    let res = gw.create(&password_body(&sshd)).await;
+    assert_eq!(
+        (res.status, res.error_code().as_str()),
+        (503, "too_many_sessions")
+    );
+    let payload = password_body(&sshd).to_string();
+    let res = gw
+        .raw(
+            &create_with(&format!("\r\nAuthorization: Bearer {other}")),
+            payload.as_bytes(),
+        )
+        .await;
+    assert_eq!(res.status, 201, "another token has its own limit");
+    term.close().await;
+    gw.assert_idle().await;
+    assert_eq!(gw.create(&password_body(&sshd)).await.status, 201);
+}
