@@ -275,3 +275,32 @@ async fn live_sessions_per_token() {
     gw.assert_idle().await;
     assert_eq!(gw.create(&password_body(&sshd)).await.status, 201);
 }
+
+/// A client that trickles its request headers (slowloris) is cut off after the 10 s header
+/// deadline; it holds nothing else up meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start().await;
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        gw.get("/healthz").await.status,
+        200,
+        "others are served meanwhile"
+    );
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection is closed within the deadline");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "not before the 10 s header deadline"
+    );
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200 OK"),
+        "the request was not served"
+    );
+}
