@@ -72,6 +72,11 @@ pub struct Args {
     #[arg(long, env = "ALFRESCO_TLS_KEY", value_name = "PEM_FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// The locale asked for on each SSH channel, as OpenSSH's `SendEnv LANG` does (the page
+    /// is UTF-8). Servers that refuse it (AcceptEnv) still work. Empty: ask for none.
+    #[arg(long, env = "ALFRESCO_REMOTE_LANG", default_value = "C.UTF-8")]
+    pub remote_lang: String,
+
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, env = "ALFRESCO_LOG", default_value = "info")]
     pub log: String,
@@ -258,6 +263,8 @@ pub struct Config {
     pub max_sessions_per_token: usize,
     pub max_pending: usize,
     pub connect_timeout: Duration,
+    /// `LANG` for the remote shell; `None` sends none.
+    pub remote_lang: Option<String>,
     /// Empty means every create-session is refused: `main` generates one when none is set.
     pub api_tokens: Arc<Vec<ApiToken>>,
     /// Origins allowed besides the gateway's own, as `scheme://host[:port]`.
@@ -291,6 +298,7 @@ impl Config {
             max_sessions_per_token: 0,
             max_pending: 1000,
             connect_timeout: Duration::from_secs(10),
+            remote_lang: Some("C.UTF-8".into()),
             api_tokens: Arc::new(Vec::new()),
             allowed_origins: Vec::new(),
             frame_ancestors: Vec::new(),
@@ -391,6 +399,7 @@ impl TryFrom<&Args> for Config {
             max_sessions_per_token: args.max_sessions_per_token,
             max_pending: args.max_pending.get(),
             connect_timeout: args.connect_timeout,
+            remote_lang: check_lang(&args.remote_lang)?,
             api_tokens: Arc::new(api_tokens),
             allowed_origins,
             frame_ancestors,
@@ -405,6 +414,23 @@ impl TryFrom<&Args> for Config {
             state_dir: args.state_dir.clone(),
         })
     }
+}
+
+/// A locale name such as `C.UTF-8` or `en_US.UTF-8`; empty means none.
+fn check_lang(lang: &str) -> Result<Option<String>, ConfigError> {
+    if lang.is_empty() {
+        return Ok(None);
+    }
+    let plain = lang.len() <= 64
+        && lang
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'@'));
+    if !plain {
+        return Err(ConfigError(format!(
+            "--remote-lang {lang:?} is not a locale name such as C.UTF-8"
+        )));
+    }
+    Ok(Some(lang.to_owned()))
 }
 
 /// `name:token` or a bare token per line; names must be unique, tokens long enough.

@@ -86,6 +86,7 @@ impl Server {
             slots: ws::Slots::new(config.max_sessions),
             threads: Arc::new(AtomicUsize::new(0)),
             connect_timeout: config.connect_timeout,
+            remote_lang: config.remote_lang.as_deref().map(Arc::from),
             idle_timeout: config.idle_timeout,
             max_session_time: config.max_session_time,
             draining: CancellationToken::new(),

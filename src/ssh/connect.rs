@@ -31,9 +31,6 @@ const KEX: &str = "mlkem768x25519-sha256,curve25519-sha256,curve25519-sha256@lib
 const MACS: &str =
     "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha2-256,hmac-sha2-512";
 
-/// The locale asked for with `setenv`, as OpenSSH's `SendEnv LANG` would: the page is UTF-8.
-const REMOTE_LANG: &str = "C.UTF-8";
-
 /// The SSH socket, shared between libssh2 (which wants to own a stream) and the pump's
 /// `poll`, without duplicating the descriptor.
 pub struct SharedSocket(pub Arc<TcpStream>);
@@ -57,6 +54,7 @@ pub fn open_shell(
     stream: TcpStream,
     request: SessionRequest,
     host_keys: &HostKeys,
+    remote_lang: Option<&str>,
     cols: u32,
     rows: u32,
     deadline: Instant,
@@ -109,7 +107,9 @@ pub fn open_shell(
         .handle_extended_data(ExtendedData::Merge)
         .map_err(|e| map_error(&e, "cannot set up the channel"))?;
     // Servers may refuse the variable (AcceptEnv); the session works without it.
-    let _ = channel.setenv("LANG", REMOTE_LANG);
+    if let Some(lang) = remote_lang {
+        let _ = channel.setenv("LANG", lang);
+    }
     channel
         .request_pty(&term, None, Some((cols, rows, 0, 0)))
         .map_err(|e| map_error(&e, "the server refused a terminal"))?;

@@ -50,6 +50,8 @@ pub struct Context {
     pub max_session_time: Option<Duration>,
     /// Cancelled when a shutdown signal arrives: no new sessions, live ones are told.
     pub draining: CancellationToken,
+    /// The locale asked for on each channel (`--remote-lang`).
+    pub remote_lang: Option<Arc<str>>,
     /// What the servers' host keys are checked against.
     pub host_keys: Arc<HostKeys>,
     /// Cancelled when the drain is over; live sessions end with `server_shutdown`.

@@ -147,6 +147,7 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
         stream,
         request,
         host_keys: ctx.host_keys.clone(),
+        remote_lang: ctx.remote_lang.clone(),
         cols,
         rows,
         deadline: deadline.into_std(),

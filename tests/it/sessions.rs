@@ -282,3 +282,20 @@ async fn metrics_follow_sessions() {
     assert!(value(&after, "alfresco_terminal_bytes_total{direction=\"out\"}") > 10.0);
     assert!(value(&after, "alfresco_websocket_frames_total{direction=\"in\"}") >= 1.0);
 }
+
+/// --remote-lang is what the shell gets as LANG (the server accepts it here); empty sends none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_lang_reaches_the_shell() {
+    let sshd = Sshd::start();
+    for (lang, expected) in [(Some("en_US.UTF-8"), "en_US.UTF-8"), (None, "")] {
+        let gw = Gateway::start_with(|c| c.remote_lang = lang.map(str::to_owned)).await;
+        let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+        term.ready().await;
+        assert_eq!(
+            term.run("echo \"[$LANG]\"").await,
+            format!("[{expected}]\r\n")
+        );
+        term.close().await;
+        gw.assert_idle().await;
+    }
+}
