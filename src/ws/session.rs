@@ -243,6 +243,9 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
     tokio::pin!(lifetime, idle);
     let mut last_activity = now;
     let mut told_draining = false;
+    // While the client has paused output, events stay in the bridge's queue too, so what is
+    // in flight to a paused page is only what the sockets already hold.
+    let mut paused = false;
     loop {
         tokio::select! {
             biased;
@@ -267,7 +270,7 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
                 }
                 idle.as_mut().reset(limit);
             }
-            event = bridge.next_event() => {
+            event = bridge.next_event(), if !paused => {
                 let message = match event {
                     Some(BridgeEvent::Output(bytes)) => {
                         last_activity = tokio::time::Instant::now();
@@ -316,8 +319,14 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
                         pending = Some(Input::Data(bytes));
                     }
                     Ok(ClientEvent::Resize { cols, rows }) => pending = Some(Input::Resize { cols, rows }),
-                    Ok(ClientEvent::Pause) => input.set_paused(true),
-                    Ok(ClientEvent::Resume) => input.set_paused(false),
+                    Ok(ClientEvent::Pause) => {
+                        paused = true;
+                        input.set_paused(true);
+                    }
+                    Ok(ClientEvent::Resume) => {
+                        paused = false;
+                        input.set_paused(false);
+                    }
                     Ok(ClientEvent::StartSession { .. }) => {
                         let warning = ServerEvent::Warning { code: "already_started", message: "this socket already has a session" };
                         if !send(ws, warning.encode()).await {
