@@ -197,9 +197,13 @@ async fn utf8_goes_both_ways() {
     // CJK and emoji are two cells wide, é is two bytes, ✓ three and 😀 four. The emoji
     // comes as from an emoji picker or IME, one input event: typed as a key it would reach
     // xterm.js as two keypresses, one per UTF-16 surrogate (see `Browser::insert_text`).
-    let text = "日本語 é ✓ 😀";
+    // Also a combining mark (e + U+0301, one cell) and box drawing (three bytes each).
+    let text = "日本語 é ✓ 😀 e\u{301} ─┼─";
     browser.type_text("echo 日本語 é ✓ ").await;
     browser.insert_text("😀").await;
+    browser.type_text(" e").await;
+    browser.insert_text("\u{301}").await;
+    browser.type_text(" ─┼─").await;
     browser.enter("").await;
     let screen = browser.wait_for_line(text).await;
     assert!(
