@@ -7,6 +7,9 @@
 #[allow(dead_code)]
 #[path = "../tests/it/support/sshd.rs"]
 mod sshd;
+#[allow(dead_code)]
+#[path = "../tests/it/support/watchdog.rs"]
+mod watchdog;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -18,6 +21,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use watchdog::Watchdog;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -988,7 +993,7 @@ struct GatewayProcess {
     pid: u32,
     addr: SocketAddr,
     child: Child,
-    watchdog: Option<(Child, ChildStdin)>,
+    watchdog: Option<Watchdog>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1020,23 +1025,12 @@ impl GatewayProcess {
             .spawn()
             .expect("start the gateway binary");
         let pid = child.id();
-        let mut watchdog = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(format!(
-                "trap '' INT HUP TERM QUIT; read -r _; kill -KILL {pid} 2>/dev/null"
-            ))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start the gateway watchdog");
-        let stdin = watchdog.stdin.take().expect("piped stdin");
+        let watchdog = Watchdog::spawn(&pid.to_string(), None);
         let mut gateway = GatewayProcess {
             pid,
             addr,
             child,
-            watchdog: Some((watchdog, stdin)),
+            watchdog: Some(watchdog),
         };
         let limit = Instant::now() + Duration::from_secs(10);
         loop {
@@ -1125,11 +1119,7 @@ impl GatewayProcess {
 
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
-        if let Some((mut watchdog, stdin)) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-            drop(stdin);
-        }
+        drop(self.watchdog.take());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

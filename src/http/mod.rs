@@ -194,21 +194,18 @@ async fn precheck_destination(state: &State, host: &str, port: u16) -> Result<()
         Ok(Ok(addrs)) => addrs,
         _ => return Ok(()),
     };
-    let mut verdicts = addrs
-        .iter()
-        .map(|ip| state.destinations.check(host, *ip, port));
-    match verdicts.find(Result::is_ok) {
-        Some(_) => Ok(()),
-        None => {
-            let why = state
-                .destinations
-                .check(host, addrs[0], port)
-                .err()
-                .map(|d| d.0)
-                .unwrap_or_default();
-            Err(ApiError::destination_forbidden(&why))
+    // Refused only when every address is refused; the first refusal says why.
+    let mut first_refusal = None;
+    for ip in addrs {
+        match state.destinations.check(host, ip, port) {
+            Ok(()) => return Ok(()),
+            Err(denied) => {
+                first_refusal.get_or_insert(denied);
+            }
         }
     }
+    let why = first_refusal.map(|d| d.0).unwrap_or_default();
+    Err(ApiError::destination_forbidden(&why))
 }
 
 /// Browsers send `Origin` with every WebSocket; a page elsewhere must not open sessions with

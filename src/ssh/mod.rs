@@ -15,4 +15,3 @@ pub use bridge::{Bridge, BridgeEvent, ExitInfo, Input, InputPermit, InputSender,
 pub use dial::Dialer;
 pub use error::{SshError, SshErrorKind};
 pub use hostkey::{HostKeys, RECORDED_FILE, parse_pin as parse_host_key_pin};
-pub use pump::OUTPUT_CHUNK;

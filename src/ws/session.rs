@@ -164,9 +164,12 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
         }
     };
     let mut counts = Counts {
-        claimed: Some(started),
+        bytes_in: 0,
+        bytes_out: 0,
+        frames_in: 0,
+        frames_out: 0,
+        claimed: started,
         target: target.to_string(),
-        ..Counts::default()
     };
     let outcome = pump(ws, ctx, &mut { bridge }, &mut counts).await;
     ctx.metrics.traffic(
@@ -215,14 +218,13 @@ async fn wait_for_start(ws: &mut Socket) -> Result<(Uuid, u16, u16), Outcome> {
     }
 }
 
-#[derive(Default)]
 struct Counts {
     bytes_in: u64,
     bytes_out: u64,
     frames_in: u64,
     frames_out: u64,
     /// When the session was claimed, for the time-to-shell histogram.
-    claimed: Option<Instant>,
+    claimed: Instant,
     /// `user@host:port`, told to the page with connection-ready.
     target: String,
 }
@@ -280,9 +282,7 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
                     }
                     Some(BridgeEvent::Ready { cols, rows }) => {
                         tracing::info!("shell ready");
-                        if let Some(claimed) = counts.claimed {
-                            ctx.metrics.connected(claimed.elapsed().as_secs_f64());
-                        }
+                        ctx.metrics.connected(counts.claimed.elapsed().as_secs_f64());
                         ServerEvent::ConnectionReady { cols, rows, target: &counts.target }.encode()
                     }
                     Some(BridgeEvent::Closed(info)) => return Outcome::Closed(info),

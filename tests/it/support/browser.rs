@@ -7,7 +7,7 @@
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::actions::{InputSource, MOUSE_BUTTON_RIGHT, MouseActions, PointerAction};
@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use super::WAIT;
+use super::watchdog::Watchdog;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -440,7 +441,7 @@ struct Driver {
     dir: TempDir,
     /// Stdin of a `sh` that kills the process group when it reads EOF, that is when this
     /// process exits without dropping the `Driver` (an abort, Ctrl-C, SIGKILL).
-    watchdog: Option<(Child, ChildStdin)>,
+    watchdog: Option<Watchdog>,
 }
 
 impl Driver {
@@ -471,29 +472,14 @@ impl Driver {
             });
         let pid = child.id();
 
-        // `read` returns at EOF, i.e. when this process has exited: `Drop` kills this shell
-        // before its pipe closes. It then does what `Drop` would have done. (dash's `kill`
-        // takes no `--`: `-PID` after the signal is already the group.)
-        let path = dir.path().display().to_string();
-        assert!(!path.contains('\''), "temp dir {path:?} cannot be quoted");
-        let mut watchdog = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(format!(
-                "trap '' INT HUP TERM QUIT; read -r _; kill -KILL -{pid} 2>/dev/null; rm -rf '{path}'"
-            ))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start chromedriver watchdog");
-        let stdin = watchdog.stdin.take().expect("watchdog stdin is piped");
+        // Kills the whole group and removes the profile if this process dies first.
+        let watchdog = Watchdog::spawn(&format!("-{pid}"), Some(dir.path()));
 
         let mut driver = Driver {
             port,
             child,
             dir,
-            watchdog: Some((watchdog, stdin)),
+            watchdog: Some(watchdog),
         };
         driver.wait_ready().await;
         driver
@@ -535,11 +521,7 @@ impl Drop for Driver {
     /// group to be gone so the profile dir is free to delete.
     fn drop(&mut self) {
         // The watchdog goes first: it holds the same PID and must not outlive our claim on it.
-        if let Some((mut watchdog, stdin)) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-            drop(stdin);
-        }
+        drop(self.watchdog.take());
         let pgid = self.child.id();
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{pgid}")])

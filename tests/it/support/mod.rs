@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod sshd;
 pub mod term;
 pub mod tls;
+pub mod watchdog;
 
 use std::time::Duration;
 

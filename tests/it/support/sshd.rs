@@ -10,12 +10,14 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use super::watchdog::Watchdog;
 
 /// The account `tests/setup-test-user.sh` creates; its prompt is exactly `alfresco-test$ `.
 pub const TEST_USER: &str = "alfresco-test";
@@ -114,7 +116,7 @@ pub struct Sshd {
     child: Option<Child>,
     /// Stdin of a `sh` that kills the listener when it reads EOF, that is when this process
     /// exits without dropping `Sshd` (a `static`, an abort, Ctrl-C, SIGKILL).
-    watchdog: Option<(Child, ChildStdin)>,
+    watchdog: Option<Watchdog>,
 }
 
 impl Sshd {
@@ -218,11 +220,7 @@ impl Sshd {
     /// that nothing in it can fork a process we miss, and then killed (SIGKILL) at once.
     pub fn stop(&mut self) {
         // The watchdog goes first: once the listener is reaped its PID may be reused.
-        if let Some((mut watchdog, stdin)) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-            drop(stdin);
-        }
+        drop(self.watchdog.take());
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -341,28 +339,9 @@ impl Sshd {
         let pid = child.id();
         self.child = Some(child);
 
-        // `read` returns at EOF, i.e. when every copy of our pipe end is closed: only at
-        // our exit, since `stop` kills this shell before it closes the pipe. Then it kills
-        // the listener and removes the temp dir that `TempDir`'s drop will never remove.
-        // Own process group and ignored signals, so the Ctrl-C that kills us spares it.
-        let dir = self.dir.path().display().to_string();
-        assert!(
-            !dir.contains('\''),
-            "temp dir {dir:?} cannot be single-quoted"
-        );
-        let mut watchdog = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(format!(
-                "trap '' INT HUP TERM QUIT; read -r _; kill -KILL {pid} 2>/dev/null; rm -rf '{dir}'"
-            ))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start sshd watchdog");
-        let stdin = watchdog.stdin.take().expect("watchdog stdin is piped");
-        self.watchdog = Some((watchdog, stdin));
+        // Kills the listener and removes the temp dir (which `TempDir`'s drop would never
+        // remove) if this process dies first.
+        self.watchdog = Some(Watchdog::spawn(&pid.to_string(), Some(self.dir.path())));
 
         self.wait_ready();
     }
