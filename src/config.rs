@@ -128,6 +128,21 @@ pub struct Args {
     #[arg(long, env = "ALFRESCO_DRAIN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// How long a session whose browser went away (network drop, reload, closed tab) keeps
+    /// running for the page to resume it (0 = end it at once, no resume).
+    #[arg(long, env = "ALFRESCO_RESUME_GRACE", default_value = "5m", value_parser = parse_duration)]
+    pub resume_grace: Duration,
+
+    /// Most recent output kept per session, replayed to a resuming page and shown to new
+    /// viewers ("1MiB", "256KiB", bytes; at most 64MiB). Memory grows only as output arrives.
+    #[arg(long, env = "ALFRESCO_RESUME_BUFFER", default_value = "1MiB", value_parser = parse_size)]
+    pub resume_buffer: usize,
+
+    /// Most read-only viewers watching one session at once, and share links per session
+    /// (0 = sharing off).
+    #[arg(long, env = "ALFRESCO_MAX_VIEWERS", default_value = "10")]
+    pub max_viewers: usize,
+
     /// End a session after this long, however busy (0 = never).
     #[arg(long, env = "ALFRESCO_MAX_SESSION_TIME", default_value = "12h", value_parser = parse_duration)]
     pub max_session_time: Duration,
@@ -247,6 +262,26 @@ pub enum HostKeyPolicy {
     InsecureAcceptAny,
 }
 
+/// A byte count: digits with an optional KiB/MiB (or K/M) suffix.
+fn parse_size(s: &str) -> Result<usize, String> {
+    const MAX: usize = 64 << 20;
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let unit_size = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        _ => return Err("expected bytes, or a number with KiB or MiB".into()),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_size))
+        .filter(|&n| n <= MAX)
+        .ok_or_else(|| "expected a size of at most 64MiB".into())
+}
+
 fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
@@ -276,6 +311,11 @@ pub struct Config {
     pub destinations: Arc<DestinationPolicy>,
     pub idle_timeout: Option<Duration>,
     pub max_session_time: Option<Duration>,
+    /// `None`: a session ends when its client leaves.
+    pub resume_grace: Option<Duration>,
+    pub resume_buffer: usize,
+    /// 0 = sharing off.
+    pub max_viewers: usize,
     /// How long live sessions may go on after a shutdown signal.
     pub drain_timeout: Duration,
     /// Serve HTTPS and WSS with this; `None` serves plain HTTP.
@@ -306,6 +346,9 @@ impl Config {
             destinations: Arc::new(DestinationPolicy::default()),
             idle_timeout: Some(Duration::from_secs(30 * 60)),
             max_session_time: Some(Duration::from_secs(12 * 3600)),
+            resume_grace: Some(Duration::from_secs(300)),
+            resume_buffer: 1 << 20,
+            max_viewers: 10,
             drain_timeout: Duration::from_secs(60),
             tls: None,
             known_hosts: None,
@@ -407,6 +450,9 @@ impl TryFrom<&Args> for Config {
             destinations: Arc::new(destinations),
             idle_timeout: nonzero(args.idle_timeout),
             max_session_time: nonzero(args.max_session_time),
+            resume_grace: nonzero(args.resume_grace),
+            resume_buffer: args.resume_buffer,
+            max_viewers: args.max_viewers,
             drain_timeout: args.drain_timeout,
             tls,
             known_hosts: args.known_hosts.clone(),
@@ -652,6 +698,34 @@ mod tests {
             ["https://portal.example.com", "http://10.0.0.1:8080"]
         );
         assert!(parse(&["--allow-origin", "https://a.example/path"]).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("256KiB"), Ok(256 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("0"), Ok(0));
+        for bad in [
+            "",
+            "MiB",
+            "1GiB",
+            "65MiB",
+            "-1",
+            "1.5MiB",
+            "99999999999999999999",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+        let c = parse(&[
+            "alfresco-ssh",
+            "--resume-grace",
+            "0",
+            "--resume-buffer",
+            "64KiB",
+        ])
+        .unwrap();
+        assert_eq!((c.resume_grace, c.resume_buffer), (None, 64 << 10));
     }
 
     #[test]

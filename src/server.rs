@@ -94,6 +94,10 @@ impl Server {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             metrics: Arc::new(Metrics::default()),
+            registry: Arc::default(),
+            resume_grace: config.resume_grace,
+            resume_buffer: config.resume_buffer,
+            max_viewers: config.max_viewers,
         });
         let http = Arc::new(http::State {
             store,

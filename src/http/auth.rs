@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use super::error::ApiError;
 use crate::config::ApiToken;
 
-/// The name of the token a request presented, or `unauthorized`.
-pub fn authenticate<'a>(headers: &HeaderMap, tokens: &'a [ApiToken]) -> Result<&'a str, ApiError> {
-    let presented = headers
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -23,7 +23,11 @@ pub fn authenticate<'a>(headers: &HeaderMap, tokens: &'a [ApiToken]) -> Result<&
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim)
-        .ok_or_else(ApiError::unauthorized)?;
+}
+
+/// The name of the token a request presented, or `unauthorized`.
+pub fn authenticate<'a>(headers: &HeaderMap, tokens: &'a [ApiToken]) -> Result<&'a str, ApiError> {
+    let presented = bearer(headers).ok_or_else(ApiError::unauthorized)?;
     // Every token is compared, in constant time, so timing tells nothing about any of them.
     let mut found = None;
     for token in tokens {

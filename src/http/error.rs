@@ -38,6 +38,8 @@ pub const CODES: &[&str] = &[
     "rate_limited",
     "origin_forbidden",
     "destination_forbidden",
+    "unknown_session",
+    "too_many_share_links",
 ];
 
 impl ApiError {
@@ -165,6 +167,23 @@ impl ApiError {
             "destination_forbidden",
             format!("the gateway may not connect there: {why}"),
         )
+    }
+
+    pub fn unknown_session() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown_session",
+            "no live session has this id",
+        )
+    }
+
+    pub fn too_many_share_links(max: usize) -> Self {
+        let message = if max == 0 {
+            "sharing is turned off on this gateway (--max-viewers 0)".to_owned()
+        } else {
+            format!("this session already has {max} share links; revoke one first")
+        };
+        Self::new(StatusCode::CONFLICT, "too_many_share_links", message)
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {

@@ -5,6 +5,7 @@ mod api;
 mod assets;
 mod auth;
 mod error;
+mod share;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,8 +89,31 @@ pub async fn route(
         (&Method::GET | &Method::HEAD, "/favicon.ico") => assets::find("favicon.svg")
             .map(|a| assets::serve(a, req.headers()))
             .ok_or_else(ApiError::not_found),
+        (method, p) if p.starts_with("/sessions/") => match (method, share::parse_path(p)) {
+            (&Method::POST, Some((id, None))) => {
+                let base = base_url(&state, req.headers().get(HOST));
+                share::create(req.headers(), &state, &id, &base)
+            }
+            (_, Some((_, None))) => Err(ApiError::method_not_allowed("POST")),
+            (&Method::DELETE, Some((id, Some(link)))) => {
+                share::revoke(req.headers(), &state, &id, &link)
+            }
+            (_, Some((_, Some(_)))) => Err(ApiError::method_not_allowed("DELETE")),
+            (_, None) => Err(ApiError::not_found()),
+        },
+        (&Method::GET | &Method::HEAD, p) if p.starts_with("/view/") => {
+            // The same page; it watches rather than types when its path is /view/<link>.
+            let link = &p["/view/".len()..];
+            let found =
+                Uuid::parse_str(link).is_ok_and(|l| state.ws.registry.by_link(&l).is_some());
+            Ok(assets::page(found, &state.page_csp))
+        }
         (&Method::GET | &Method::HEAD, p) if is_page_path(p) => {
-            let found = Uuid::parse_str(&p[1..]).is_ok_and(|id| state.store.contains(&id));
+            // Pending, or live: a reload of a live session's page resumes it.
+            let found = Uuid::parse_str(&p[1..]).is_ok_and(|id| {
+                state.store.contains(&id)
+                    || (state.ws.resume_grace.is_some() && state.ws.registry.contains(&id))
+            });
             Ok(assets::page(found, &state.page_csp))
         }
         _ => Err(ApiError::not_found()),

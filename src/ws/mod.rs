@@ -5,8 +5,12 @@
 //! Every refusal that can be known before the 101 (not an upgrade request, no capacity,
 //! shutting down) is answered as plain HTTP; the rest arrive as `ssh-error` events.
 
+mod live;
 mod protocol;
+mod registry;
+mod ring;
 mod session;
+mod viewer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +22,7 @@ use hyper::header::{
     CONNECTION, HeaderMap, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
     SEC_WEBSOCKET_VERSION, UPGRADE,
 };
+use hyper::upgrade::Upgraded;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -32,9 +37,13 @@ use crate::store::Store;
 
 pub use protocol::{ClientEvent, decode_text};
 pub use protocol::{MAX_MESSAGE, name as event_name};
+pub use registry::{Registry, ShareError};
 
 /// Bytes tungstenite reads from the socket at a time (see `upgrade`).
 const WS_READ_BUFFER: usize = 8 * 1024;
+
+/// An upgraded socket, as every task of this module holds it.
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// What the WebSocket side needs from the server, and nothing more.
 pub struct Context {
@@ -59,6 +68,15 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Upgraded sockets, which hyper no longer tracks, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Live sessions, for resumes, share links and viewers.
+    pub registry: Arc<Registry>,
+    /// How long a session whose client left waits for it to resume (`--resume-grace`);
+    /// `None`: it ends at once.
+    pub resume_grace: Option<Duration>,
+    /// Output bytes kept per session for resumes and viewers (`--resume-buffer`).
+    pub resume_buffer: usize,
+    /// Viewers at once per session, and share links per session (`--max-viewers`).
+    pub max_viewers: usize,
 }
 
 /// Why an upgrade was refused before the 101.
@@ -172,9 +190,8 @@ pub fn upgrade<B>(
     if ctx.draining.is_cancelled() {
         return Err(Refusal::ShuttingDown);
     }
-    if ctx.slots.is_full() {
-        return Err(Refusal::TooManySessions);
-    }
+    // A full gateway still upgrades: the socket may be resuming or viewing a live session,
+    // which takes no new slot. A new session is refused after `start-session` instead.
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tracker = ctx.tracker.clone();
     tracker.spawn(async move {

@@ -31,10 +31,18 @@ pub mod name {
     pub const SSH_CLOSED: &str = "ssh-closed";
     pub const SSH_ERROR: &str = "ssh-error";
     pub const WARNING: &str = "warning";
-    pub const ALL: [&str; 10] = [
+    pub const RESUME_SESSION: &str = "resume-session";
+    pub const VIEW_SESSION: &str = "view-session";
+    pub const SESSION_RESUMED: &str = "session-resumed";
+    pub const TERMINAL_SIZE: &str = "terminal-size";
+    pub const ALL: [&str; 14] = [
         PAUSE,
         RESUME,
         START_SESSION,
+        RESUME_SESSION,
+        VIEW_SESSION,
+        SESSION_RESUMED,
+        TERMINAL_SIZE,
         SSH_INPUT,
         RESIZE,
         CONNECTION_READY,
@@ -57,6 +65,18 @@ pub enum ClientEvent {
     Resize {
         cols: u16,
         rows: u16,
+    },
+    /// Attach to a live session again after a dropped socket, with its current resume
+    /// token and how many output bytes the client has already received.
+    ResumeSession {
+        token: String,
+        offset: u64,
+        cols: u16,
+        rows: u16,
+    },
+    /// Watch a live session, read-only, through a share link.
+    ViewSession {
+        id: Uuid,
     },
     /// Flow control: stop sending output until `Resume`.
     Pause,
@@ -93,6 +113,35 @@ pub fn decode_text(text: &str) -> Result<ClientEvent, ProtocolError> {
             let (cols, rows) = size(&data, true)?;
             Ok(ClientEvent::StartSession { id, cols, rows })
         }
+        name::RESUME_SESSION => {
+            let data = data.ok_or_else(|| bad("resume-session needs {\"token\", \"offset\"}"))?;
+            let token = data
+                .get("token")
+                .and_then(Value::as_str)
+                .filter(|t| is_resume_token(t))
+                .ok_or_else(|| bad("resume-session needs the resume token"))?
+                .to_owned();
+            let offset = data
+                .get("offset")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| bad("offset must be a non-negative integer"))?;
+            let (cols, rows) = size(&data, true)?;
+            Ok(ClientEvent::ResumeSession {
+                token,
+                offset,
+                cols,
+                rows,
+            })
+        }
+        name::VIEW_SESSION => {
+            let id = data
+                .as_ref()
+                .and_then(|d| d.get("id"))
+                .and_then(Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(|| bad("view-session needs a view link id"))?;
+            Ok(ClientEvent::ViewSession { id })
+        }
         name::SSH_INPUT => match data {
             Some(Value::String(s)) => Ok(ClientEvent::Input(Bytes::from(s))),
             _ => Err(bad("ssh-input data must be a string")),
@@ -106,6 +155,15 @@ pub fn decode_text(text: &str) -> Result<ClientEvent, ProtocolError> {
         name::RESUME => Ok(ClientEvent::Resume),
         _ => Ok(ClientEvent::Unknown(event)),
     }
+}
+
+/// Resume tokens are 64 lower-case hex digits (see `registry::new_token`); anything else
+/// is refused before it is looked up.
+pub fn is_resume_token(token: &str) -> bool {
+    token.len() == 64
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Binary frames are raw input bytes.
@@ -143,11 +201,31 @@ fn bad(message: &str) -> ProtocolError {
 #[derive(Debug)]
 pub enum ServerEvent<'a> {
     /// `target` is `user@host:port`, for the page's status line.
+    /// `resume_token` is present when the session can be resumed; `read_only` for viewers.
     ConnectionReady {
         cols: u16,
         rows: u16,
         target: &'a str,
+        resume_token: Option<&'a str>,
+        read_only: bool,
     },
+    /// A resume was accepted: output follows from byte `offset`; `truncated` when the
+    /// buffer no longer held everything the client missed.
+    SessionResumed {
+        cols: u16,
+        rows: u16,
+        target: &'a str,
+        resume_token: &'a str,
+        offset: u64,
+        truncated: bool,
+    },
+    /// The session's terminal size changed (sent to viewers, whose page follows it).
+    TerminalSize {
+        cols: u16,
+        rows: u16,
+    },
+    /// The session ended without the remote side ending it (no one resumed it in time).
+    Abandoned,
     Output(Bytes),
     Closed(&'a ExitInfo),
     Error {
@@ -165,9 +243,40 @@ impl ServerEvent<'_> {
         let event = |name: &str, data: Value| Message::text(json!([name, data]).to_string());
         match self {
             ServerEvent::Output(bytes) => Message::Binary(bytes.clone()),
-            ServerEvent::ConnectionReady { cols, rows, target } => event(
-                name::CONNECTION_READY,
-                json!({"cols": cols, "rows": rows, "target": target}),
+            ServerEvent::ConnectionReady {
+                cols,
+                rows,
+                target,
+                resume_token,
+                read_only,
+            } => {
+                let mut data = json!({"cols": cols, "rows": rows, "target": target});
+                if let Some(token) = resume_token {
+                    data["resume_token"] = json!(token);
+                }
+                if *read_only {
+                    data["read_only"] = json!(true);
+                }
+                event(name::CONNECTION_READY, data)
+            }
+            ServerEvent::SessionResumed {
+                cols,
+                rows,
+                target,
+                resume_token,
+                offset,
+                truncated,
+            } => event(
+                name::SESSION_RESUMED,
+                json!({"cols": cols, "rows": rows, "target": target, "resume_token": resume_token,
+                       "offset": offset, "truncated": truncated}),
+            ),
+            ServerEvent::TerminalSize { cols, rows } => {
+                event(name::TERMINAL_SIZE, json!({"cols": cols, "rows": rows}))
+            }
+            ServerEvent::Abandoned => event(
+                name::SSH_CLOSED,
+                json!({"exit_status": null, "exit_signal": null, "reason": "abandoned"}),
             ),
             ServerEvent::Closed(info) => event(
                 name::SSH_CLOSED,
@@ -238,6 +347,45 @@ mod tests {
     }
 
     #[test]
+    fn resume_and_view() {
+        let token = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            decode_text(&format!(
+                r#"["resume-session",{{"token":"{token}","offset":12345,"cols":100,"rows":30}}]"#
+            ))
+            .unwrap(),
+            ClientEvent::ResumeSession {
+                token: token.clone(),
+                offset: 12345,
+                cols: 100,
+                rows: 30
+            }
+        );
+        assert_eq!(
+            decode_text(&format!(r#"["view-session",{{"id":"{ID}"}}]"#)).unwrap(),
+            ClientEvent::ViewSession {
+                id: ID.parse().unwrap()
+            }
+        );
+        for text in [
+            r#"["resume-session"]"#.to_owned(),
+            format!(r#"["resume-session",{{"token":"{token}"}}]"#),
+            format!(r#"["resume-session",{{"token":"{token}","offset":-1}}]"#),
+            format!(r#"["resume-session",{{"token":"{token}","offset":"5"}}]"#),
+            format!(
+                r#"["resume-session",{{"token":"{}","offset":0}}]"#,
+                token.to_uppercase()
+            ),
+            r#"["resume-session",{"token":"short","offset":0}]"#.to_owned(),
+            format!(r#"["resume-session",{{"token":"{token}","offset":0,"cols":0}}]"#),
+            r#"["view-session"]"#.to_owned(),
+            r#"["view-session",{"id":"x"}]"#.to_owned(),
+        ] {
+            assert!(decode_text(&text).is_err(), "{text:?} should be rejected");
+        }
+    }
+
+    #[test]
     fn flow_control() {
         assert_eq!(decode_text(r#"["pause"]"#).unwrap(), ClientEvent::Pause);
         assert_eq!(
@@ -302,11 +450,33 @@ mod tests {
                 ServerEvent::ConnectionReady {
                     cols: 80,
                     rows: 24,
-                    target: "u@h:22"
+                    target: "u@h:22",
+                    resume_token: None,
+                    read_only: false,
                 }
                 .encode()
             ),
             r#"["connection-ready",{"cols":80,"rows":24,"target":"u@h:22"}]"#
+        );
+        let token = "ab".repeat(32);
+        assert_eq!(
+            text(
+                ServerEvent::ConnectionReady {
+                    cols: 80,
+                    rows: 24,
+                    target: "u@h:22",
+                    resume_token: Some(&token),
+                    read_only: true,
+                }
+                .encode()
+            ),
+            format!(
+                r#"["connection-ready",{{"cols":80,"read_only":true,"resume_token":"{token}","rows":24,"target":"u@h:22"}}]"#
+            )
+        );
+        assert_eq!(
+            text(ServerEvent::Abandoned.encode()),
+            r#"["ssh-closed",{"exit_signal":null,"exit_status":null,"reason":"abandoned"}]"#
         );
         let info = ExitInfo {
             exit_status: Some(3),

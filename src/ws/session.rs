@@ -1,35 +1,32 @@
-//! One WebSocket, one session: wait for `start-session`, claim the pending request, connect,
-//! then shuttle events between the socket and the `Bridge` until one side ends.
-//!
-//! The loop never blocks one direction on the other: while input waits for room in the
-//! bridge's queue, output keeps flowing (a remote program that stops reading stdin while it
-//! floods stdout must not deadlock the session). Every wait is bounded.
+//! One WebSocket's first steps: wait for its first event, then either claim a pending
+//! session, connect and run it (`live`), or hand the socket to a live session it resumes
+//! or views. Also the helpers every socket task shares: sending with a deadline, and
+//! closing with a reason.
 
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::Context;
+use super::live;
 use super::protocol::{self, ClientEvent, ServerEvent};
-use crate::ssh::{Bridge, BridgeEvent, ExitInfo, Input, SshError, SshErrorKind, Start};
-
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+use super::registry::Command;
+use super::{Context, Socket};
+use crate::ssh::{Bridge, ExitInfo, SshError, SshErrorKind, Start};
 
 /// The client must say which session it wants this soon after the upgrade.
 const START_DEADLINE: Duration = Duration::from_secs(10);
-/// A client that takes no bytes for this long is gone; its session ends.
+/// A client that takes no bytes for this long is gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long handing a socket to a live session may wait for its command queue.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pings keep proxies from closing an idle socket and find dead clients.
-const PING_INTERVAL: Duration = Duration::from_secs(25);
+pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 /// How long the closing handshake may take before the socket is simply dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -42,22 +39,36 @@ pub const SESSION_ERROR_CODES: &[&str] = &[
     "server_shutdown",
     "idle_timeout",
     "session_time_limit",
+    "resume_invalid",
+    "session_taken_over",
+    "unknown_view",
+    "too_many_viewers",
+    "share_revoked",
+    "viewer_too_slow",
 ];
-pub const WARNING_CODES: &[&str] = &["unknown_event", "already_started", "server_draining"];
+pub const WARNING_CODES: &[&str] = &[
+    "unknown_event",
+    "already_started",
+    "server_draining",
+    "read_only",
+];
 
-/// Why a session ends, and what the client is told.
-enum Outcome {
+/// Why a session (or a socket's part in one) ends, and what the client is told.
+pub(super) enum Outcome {
     Closed(ExitInfo),
     Error {
         code: &'static str,
         message: String,
         close: CloseCode,
     },
+    /// The client left and the session could not wait for it to come back.
     ClientGone,
+    /// The client left and did not resume within the grace period.
+    Abandoned,
 }
 
 impl Outcome {
-    fn error(code: &'static str, message: impl Into<String>, close: CloseCode) -> Self {
+    pub(super) fn error(code: &'static str, message: impl Into<String>, close: CloseCode) -> Self {
         Outcome::Error {
             code,
             message: message.into(),
@@ -70,15 +81,16 @@ impl Outcome {
             Outcome::Closed(info) => info.reason(),
             Outcome::Error { code, .. } => code,
             Outcome::ClientGone => "client_gone",
+            Outcome::Abandoned => "abandoned",
         }
     }
 }
 
-fn bad_message(message: impl Into<String>) -> Outcome {
+pub(super) fn bad_message(message: impl Into<String>) -> Outcome {
     Outcome::error("bad_message", message, CloseCode::Policy)
 }
 
-fn read_error(e: &WsError) -> Outcome {
+pub(super) fn read_error(e: &WsError) -> Outcome {
     match e {
         WsError::Capacity(_) => Outcome::error(
             "message_too_large",
@@ -90,40 +102,102 @@ fn read_error(e: &WsError) -> Outcome {
 }
 
 pub async fn serve(mut ws: Socket, ctx: &Context) {
-    let span = tracing::info_span!("session", id = tracing::field::Empty);
-    let outcome = run(&mut ws, ctx, &span).instrument(span.clone()).await;
-    ctx.metrics.session_ended(outcome.label());
-    finish(&mut ws, &outcome).instrument(span).await;
-}
-
-async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
-    let (id, cols, rows) = match tokio::time::timeout(START_DEADLINE, wait_for_start(ws)).await {
-        Ok(Ok(start)) => start,
-        Ok(Err(outcome)) => return outcome,
-        Err(_) => {
-            return Outcome::error(
-                "start_timeout",
-                "no start-session within 10 seconds",
-                CloseCode::Policy,
-            );
+    let waited = tokio::time::timeout(START_DEADLINE, wait_for_start(&mut ws)).await;
+    let first = match waited.unwrap_or_else(|_| {
+        Err(Outcome::error(
+            "start_timeout",
+            "no start-session within 10 seconds",
+            CloseCode::Policy,
+        ))
+    }) {
+        Ok(first) => first,
+        Err(outcome) => {
+            ctx.metrics.session_ended(outcome.label());
+            return finish(&mut ws, &outcome).await;
         }
     };
-    // Only the first 8 characters: the full id is a capability and stays out of logs.
-    span.record("id", &id.simple().to_string()[..8]);
+    match first {
+        ClientEvent::StartSession { id, cols, rows } => {
+            let span = tracing::info_span!("session", id = tracing::field::Empty);
+            // Only the first 8 characters: the full id is a capability and stays out of logs.
+            span.record("id", &id.simple().to_string()[..8]);
+            let (outcome, client) = run(ws, ctx, id, (cols, rows))
+                .instrument(span.clone())
+                .await;
+            ctx.metrics.session_ended(outcome.label());
+            if let Some(mut ws) = client {
+                finish(&mut ws, &outcome).instrument(span).await;
+            }
+        }
+        ClientEvent::ResumeSession {
+            token,
+            offset,
+            cols,
+            rows,
+        } => {
+            let found = ctx.registry.by_token(&token);
+            let command = Command::Resume {
+                ws,
+                token,
+                offset,
+                cols,
+                rows,
+            };
+            hand_over(found, command, live::resume_invalid()).await;
+        }
+        ClientEvent::ViewSession { id } => {
+            let found = ctx.registry.by_link(&id);
+            hand_over(found, Command::View { ws, link: id }, live::unknown_view()).await;
+        }
+        _ => unreachable!("wait_for_start returns only first events"),
+    }
+}
+
+/// Gives the socket in `command` to the live session `found`; if there is none (or it ended
+/// meanwhile), the socket is closed with `refusal`.
+async fn hand_over(
+    found: Option<tokio::sync::mpsc::Sender<Command>>,
+    command: Command,
+    refusal: Outcome,
+) {
+    let command = match found {
+        Some(session) => {
+            match tokio::time::timeout(HANDOVER_TIMEOUT, session.send(command)).await {
+                Ok(Ok(())) => return,
+                Ok(Err(returned)) => returned.0,
+                Err(_) => {
+                    // The command was dropped with the timed-out send; its socket with it.
+                    tracing::warn!("a live session did not take a socket in time");
+                    return;
+                }
+            }
+        }
+        None => command,
+    };
+    if let Command::Resume { mut ws, .. } | Command::View { mut ws, .. } = command {
+        finish(&mut ws, &refusal).await;
+    }
+}
+
+/// Claims session `id`, connects, and runs it until it ends. Returns how it ended and the
+/// client socket attached at the end, if any.
+async fn run(ws: Socket, ctx: &Context, id: Uuid, size: (u16, u16)) -> live::Ended {
     // The slot first: a full gateway must not burn the one-time link.
     let Some(mut slot) = ctx.slots.try_acquire() else {
-        return Outcome::error(
+        let outcome = Outcome::error(
             "too_many_sessions",
             "the gateway is at its session limit; try again later",
             CloseCode::Again,
         );
+        return (outcome, Some(ws));
     };
     let Some(request) = ctx.store.take(&id) else {
-        return Outcome::error(
+        let outcome = Outcome::error(
             "unknown_session",
             "this session link is unknown, already used or expired",
             CloseCode::Policy,
         );
+        return (outcome, Some(ws));
     };
     slot.assign(&request.creator);
     let target = request.target.clone();
@@ -133,14 +207,14 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
     let deadline = tokio::time::Instant::now() + ctx.connect_timeout;
     let dialed = tokio::select! {
         dialed = ctx.dialer.dial(&target.host, target.port, deadline) => dialed,
-        () = ctx.shutdown.cancelled() => return shutdown(),
+        () = ctx.shutdown.cancelled() => return (shutdown(), Some(ws)),
     };
     let stream = match dialed {
         Ok(stream) => stream,
         Err(e) => {
             tracing::info!(code = e.code(), "connect failed");
             let close = close_code(&e);
-            return Outcome::error(e.code(), e.message, close);
+            return (Outcome::error(e.code(), e.message, close), Some(ws));
         }
     };
     let start = Start {
@@ -148,19 +222,20 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
         request,
         host_keys: ctx.host_keys.clone(),
         remote_lang: ctx.remote_lang.clone(),
-        cols,
-        rows,
+        cols: size.0,
+        rows: size.1,
         deadline: deadline.into_std(),
     };
     let bridge = match Bridge::spawn(start, &ctx.threads) {
         Ok(bridge) => bridge,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a bridge thread");
-            return Outcome::error(
+            let outcome = Outcome::error(
                 "ssh_failed",
                 "the gateway cannot start a session now",
                 CloseCode::Error,
             );
+            return (outcome, Some(ws));
         }
     };
     let mut counts = Counts {
@@ -171,14 +246,16 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
         claimed: started,
         target: target.to_string(),
     };
-    let outcome = pump(ws, ctx, &mut { bridge }, &mut counts).await;
+    let (registration, commands) = ctx.registry.register(id);
+    let ended = live::run(ctx, ws, bridge, registration, commands, &mut counts, size).await;
     ctx.metrics.traffic(
         counts.bytes_in,
         counts.bytes_out,
         counts.frames_in,
         counts.frames_out,
     );
-    let (exit_status, exit_signal) = match &outcome {
+    let outcome = &ended.0;
+    let (exit_status, exit_signal) = match outcome {
         Outcome::Closed(info) => (info.exit_status, info.exit_signal.clone()),
         _ => (None, None),
     };
@@ -191,11 +268,12 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
         bytes_out = counts.bytes_out,
         "session ended"
     );
-    outcome
+    ended
 }
 
-/// Reads until `start-session`. Input or garbage before it is a protocol error.
-async fn wait_for_start(ws: &mut Socket) -> Result<(Uuid, u16, u16), Outcome> {
+/// Reads until the first event: `start-session`, `resume-session` or `view-session`.
+/// Input or garbage before it is a protocol error.
+async fn wait_for_start(ws: &mut Socket) -> Result<ClientEvent, Outcome> {
     loop {
         let message = match ws.next().await {
             Some(Ok(message)) => message,
@@ -204,7 +282,11 @@ async fn wait_for_start(ws: &mut Socket) -> Result<(Uuid, u16, u16), Outcome> {
         };
         match message {
             Message::Text(text) => match protocol::decode_text(&text) {
-                Ok(ClientEvent::StartSession { id, cols, rows }) => return Ok((id, cols, rows)),
+                Ok(
+                    first @ (ClientEvent::StartSession { .. }
+                    | ClientEvent::ResumeSession { .. }
+                    | ClientEvent::ViewSession { .. }),
+                ) => return Ok(first),
                 Ok(ClientEvent::Unknown(name)) => warn_unknown(ws, &name).await,
                 Ok(_) => return Err(bad_message("start-session must be the first message")),
                 Err(e) => return Err(bad_message(e.0)),
@@ -218,143 +300,26 @@ async fn wait_for_start(ws: &mut Socket) -> Result<(Uuid, u16, u16), Outcome> {
     }
 }
 
-struct Counts {
-    bytes_in: u64,
-    bytes_out: u64,
-    frames_in: u64,
-    frames_out: u64,
+pub(super) struct Counts {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
     /// When the session was claimed, for the time-to-shell histogram.
-    claimed: Instant,
+    pub claimed: Instant,
     /// `user@host:port`, told to the page with connection-ready.
-    target: String,
-}
-
-/// The live session: until the remote side ends, the client leaves, or the server stops.
-async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut Counts) -> Outcome {
-    let input = bridge.input();
-    let mut pending: Option<Input> = None;
-    let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
-    let now = tokio::time::Instant::now();
-    // Far enough away to mean "never" for a timer that is off.
-    let never = now + Duration::from_secs(100 * 365 * 86_400);
-    let lifetime = tokio::time::sleep_until(ctx.max_session_time.map_or(never, |t| now + t));
-    // The idle timer is reset lazily: activity only records the time, and when the timer
-    // fires early it is pushed to `last_activity + idle`. No timer work per frame.
-    let idle = tokio::time::sleep_until(ctx.idle_timeout.map_or(never, |t| now + t));
-    tokio::pin!(lifetime, idle);
-    let mut last_activity = now;
-    let mut told_draining = false;
-    // While the client has paused output, events stay in the bridge's queue too, so what is
-    // in flight to a paused page is only what the sockets already hold.
-    let mut paused = false;
-    loop {
-        tokio::select! {
-            biased;
-            () = ctx.shutdown.cancelled() => return shutdown(),
-            () = ctx.draining.cancelled(), if !told_draining => {
-                told_draining = true;
-                let warning = ServerEvent::Warning {
-                    code: "server_draining",
-                    message: "the gateway is shutting down; finish your work, this session will be ended soon",
-                };
-                if !send(ws, warning.encode()).await {
-                    return Outcome::ClientGone;
-                }
-            }
-            () = &mut lifetime => {
-                return Outcome::error("session_time_limit", "the session reached its time limit", CloseCode::Away);
-            }
-            () = &mut idle => {
-                let limit = ctx.idle_timeout.map_or(never, |t| last_activity + t);
-                if limit <= tokio::time::Instant::now() {
-                    return Outcome::error("idle_timeout", "the session was idle too long", CloseCode::Away);
-                }
-                idle.as_mut().reset(limit);
-            }
-            event = bridge.next_event(), if !paused => {
-                let message = match event {
-                    Some(BridgeEvent::Output(bytes)) => {
-                        last_activity = tokio::time::Instant::now();
-                        counts.bytes_out += bytes.len() as u64;
-                        counts.frames_out += 1;
-                        ServerEvent::Output(bytes).encode()
-                    }
-                    Some(BridgeEvent::Ready { cols, rows }) => {
-                        tracing::info!("shell ready");
-                        ctx.metrics.connected(counts.claimed.elapsed().as_secs_f64());
-                        ServerEvent::ConnectionReady { cols, rows, target: &counts.target }.encode()
-                    }
-                    Some(BridgeEvent::Closed(info)) => return Outcome::Closed(info),
-                    Some(BridgeEvent::Failed(e)) => {
-                        tracing::info!(code = e.code(), error = %e.message, "ssh failed");
-                        let close = close_code(&e);
-            return Outcome::error(e.code(), e.message, close);
-                    }
-                    None => return Outcome::error("ssh_failed", "the SSH session ended unexpectedly", CloseCode::Error),
-                };
-                if !send(ws, message).await {
-                    return Outcome::ClientGone;
-                }
-            }
-            permit = input.reserve(), if pending.is_some() => match permit {
-                Some(permit) => permit.send(pending.take().expect("guarded by pending.is_some()")),
-                // The thread is gone; its last event says why.
-                None => pending = None,
-            },
-            message = ws.next(), if pending.is_none() => {
-                let event = match message {
-                    Some(Ok(Message::Text(text))) => protocol::decode_text(&text),
-                    Some(Ok(Message::Binary(bytes))) => Ok(protocol::decode_binary(bytes)),
-                    Some(Ok(Message::Close(_))) | None => return Outcome::ClientGone,
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return read_error(&e),
-                };
-                match event {
-                    Ok(ClientEvent::Input(bytes)) if bytes.is_empty() => {}
-                    Ok(ClientEvent::Input(bytes)) => {
-                        last_activity = tokio::time::Instant::now();
-                        counts.bytes_in += bytes.len() as u64;
-                        counts.frames_in += 1;
-                        pending = Some(Input::Data(bytes));
-                    }
-                    Ok(ClientEvent::Resize { cols, rows }) => pending = Some(Input::Resize { cols, rows }),
-                    Ok(ClientEvent::Pause) => {
-                        paused = true;
-                        input.set_paused(true);
-                    }
-                    Ok(ClientEvent::Resume) => {
-                        paused = false;
-                        input.set_paused(false);
-                    }
-                    Ok(ClientEvent::StartSession { .. }) => {
-                        let warning = ServerEvent::Warning { code: "already_started", message: "this socket already has a session" };
-                        if !send(ws, warning.encode()).await {
-                            return Outcome::ClientGone;
-                        }
-                    }
-                    Ok(ClientEvent::Unknown(name)) => warn_unknown(ws, &name).await,
-                    Err(e) => return bad_message(e.0),
-                }
-            }
-            _ = ping.tick() => {
-                if !send(ws, Message::Ping(Default::default())).await {
-                    return Outcome::ClientGone;
-                }
-            }
-        }
-    }
+    pub target: String,
 }
 
 /// A refusal by policy is the client's to fix (1008); anything else failed on the SSH side.
-fn close_code(e: &SshError) -> CloseCode {
+pub(super) fn close_code(e: &SshError) -> CloseCode {
     match e.kind {
         SshErrorKind::DestinationForbidden => CloseCode::Policy,
         _ => CloseCode::Error,
     }
 }
 
-fn shutdown() -> Outcome {
+pub(super) fn shutdown() -> Outcome {
     Outcome::error(
         "server_shutdown",
         "the gateway is shutting down",
@@ -362,7 +327,7 @@ fn shutdown() -> Outcome {
     )
 }
 
-async fn warn_unknown(ws: &mut Socket, name: &str) {
+pub(super) async fn warn_unknown(ws: &mut Socket, name: &str) {
     tracing::debug!(event = name, "unknown event ignored");
     let _ = send(
         ws,
@@ -376,7 +341,7 @@ async fn warn_unknown(ws: &mut Socket, name: &str) {
 }
 
 /// Sends one message; `false` when the client is gone or stopped reading.
-async fn send(ws: &mut Socket, message: Message) -> bool {
+pub(super) async fn send(ws: &mut Socket, message: Message) -> bool {
     matches!(
         tokio::time::timeout(SEND_TIMEOUT, ws.send(message)).await,
         Ok(Ok(()))
@@ -386,7 +351,7 @@ async fn send(ws: &mut Socket, message: Message) -> bool {
 /// Tells the client how it ended and closes the socket, within `CLOSE_WAIT`.
 async fn finish(ws: &mut Socket, outcome: &Outcome) {
     let (event, code) = match outcome {
-        Outcome::ClientGone => return,
+        Outcome::ClientGone | Outcome::Abandoned => return,
         Outcome::Closed(info) => (ServerEvent::Closed(info).encode(), CloseCode::Normal),
         Outcome::Error {
             code,
@@ -394,6 +359,11 @@ async fn finish(ws: &mut Socket, outcome: &Outcome) {
             close,
         } => (ServerEvent::Error { code, message }.encode(), *close),
     };
+    finish_with(ws, event, code).await;
+}
+
+/// Sends `event`, then closes the socket with `code`, within `CLOSE_WAIT`.
+pub(super) async fn finish_with(ws: &mut Socket, event: Message, code: CloseCode) {
     let close = async {
         let _ = ws.send(event).await;
         let _ = ws

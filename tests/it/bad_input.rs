@@ -296,13 +296,11 @@ async fn session_cap() {
         "a refused start does not burn the link"
     );
 
-    // At the cap, upgrades are refused before the 101.
-    let upgrade = "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==";
-    let res = gw.raw(upgrade, b"").await;
-    assert_eq!(
-        (res.status, res.error_code().as_str()),
-        (503, "too_many_sessions")
-    );
+    // At the cap, sockets still upgrade (one may be resuming a live session), but a new
+    // session is refused after its start-session.
+    let mut third = gw.ws().await;
+    third.start(&second_id, 80, 24).await;
+    assert_eq!(third.expect_error("too_many_sessions").await.1, Some(1013));
 
     first.close().await;
     gw.assert_idle().await;

@@ -40,8 +40,10 @@ const SECRET_FIELDS: [&str; 3] = ["password", "private_key", "passphrase"];
 /// Secrets at least this long must never appear in an error message.
 const SECRET_MIN_CHARS: usize = 8;
 /// The events a client may send; every other name decodes to `Unknown`.
-const CLIENT_EVENTS: [&str; 5] = [
+const CLIENT_EVENTS: [&str; 7] = [
     event_name::START_SESSION,
+    event_name::RESUME_SESSION,
+    event_name::VIEW_SESSION,
     event_name::SSH_INPUT,
     event_name::RESIZE,
     event_name::PAUSE,
@@ -908,12 +910,62 @@ fn check_event(text: &str) -> Result<(), TestCaseError> {
             let valid = session_id(data).is_some() && fits("cols") && fits("rows");
             prop_assert!(!valid, "{text:?} refused");
         }
+        (
+            event_name::RESUME_SESSION,
+            Ok(ClientEvent::ResumeSession {
+                token,
+                offset,
+                cols,
+                rows,
+            }),
+        ) => {
+            prop_assert_eq!(resume_token(data), Some(token.as_str()));
+            prop_assert_eq!(
+                data.and_then(|d| d.get("offset")).and_then(Value::as_u64),
+                Some(*offset)
+            );
+            for (key, value, default) in [("cols", cols, 80), ("rows", rows, 24)] {
+                let sent = data.and_then(|d| d.get(key)).filter(|v| !v.is_null());
+                let expected = if sent.is_some() {
+                    dim(key)
+                } else {
+                    Some(default)
+                };
+                prop_assert_eq!(expected, Some(u64::from(*value)));
+            }
+        }
+        (event_name::RESUME_SESSION, Err(_)) => {
+            let fits = |key| match data.and_then(|d| d.get(key)) {
+                None | Some(Value::Null) => true,
+                Some(_) => dim(key).is_some_and(|n| (1..=MAX_DIMENSION).contains(&n)),
+            };
+            let offset = data.and_then(|d| d.get("offset")).and_then(Value::as_u64);
+            let valid =
+                resume_token(data).is_some() && offset.is_some() && fits("cols") && fits("rows");
+            prop_assert!(!valid, "{text:?} refused");
+        }
+        (event_name::VIEW_SESSION, Ok(ClientEvent::ViewSession { id })) => {
+            prop_assert_eq!(session_id(data), Some(*id));
+        }
+        (event_name::VIEW_SESSION, Err(_)) => {
+            prop_assert!(session_id(data).is_none(), "{text:?} refused");
+        }
         (name, _) if CLIENT_EVENTS.contains(&name) => {
             prop_assert!(decoded.is_err(), "{text:?} gave {decoded:?}");
         }
         (name, _) => prop_assert_eq!(decoded, Ok(ClientEvent::Unknown(name.to_owned()))),
     }
     Ok(())
+}
+
+/// A well-formed resume token: 64 lower-case hex digits.
+fn resume_token(data: Option<&Value>) -> Option<&str> {
+    let token = data?.get("token")?.as_str()?;
+    (token.len() == 64
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some(token)
 }
 
 fn session_id(data: Option<&Value>) -> Option<uuid::Uuid> {

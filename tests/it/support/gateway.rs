@@ -200,6 +200,9 @@ impl Gateway {
         // Tests that stop a gateway with live sessions do not wait for a drain unless
         // they ask for one.
         config.drain_timeout = Duration::ZERO;
+        // Nor for a client to resume: a session ends when its socket does, unless a test
+        // turns resume on.
+        config.resume_grace = None;
         configure(&mut config);
         let server = Server::new(&config).expect("the gateway starts");
         let handle = server.handle();

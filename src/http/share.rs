@@ -1,0 +1,118 @@
+//! Read-only share links: `POST /sessions/<id>/share` makes one, `DELETE
+//! /sessions/<id>/share/<view id>` revokes it. Allowed to the session's own page (its
+//! current resume token) and to API token holders. A link lives as long as its session.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::HeaderMap;
+use hyper::{Response, StatusCode};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::{State, auth, uncached};
+use crate::ws::ShareError;
+
+/// `/sessions/<id>/share[/<view id>]`, split into its ids; `None` for any other shape.
+pub fn parse_path(path: &str) -> Option<(Uuid, Option<Uuid>)> {
+    let rest = path.strip_prefix("/sessions/")?;
+    let (id, rest) = rest.split_once('/')?;
+    let id = Uuid::parse_str(id).ok()?;
+    match rest {
+        "share" => Some((id, None)),
+        _ => {
+            let link = rest.strip_prefix("share/")?;
+            Some((id, Some(Uuid::parse_str(link).ok()?)))
+        }
+    }
+}
+
+/// The session's own resume token, or any API token.
+fn authorize(headers: &HeaderMap, state: &State, id: &Uuid) -> Result<(), ApiError> {
+    let bearer = auth::bearer(headers).ok_or_else(ApiError::unauthorized)?;
+    if state.ws.registry.token_matches(id, bearer) {
+        return Ok(());
+    }
+    auth::authenticate(headers, &state.api_tokens).map(|_| ())
+}
+
+pub fn create(
+    headers: &HeaderMap,
+    state: &State,
+    id: &Uuid,
+    base: &str,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    authorize(headers, state, id)?;
+    let max = state.ws.max_viewers;
+    let link = state.ws.registry.share(id, max).map_err(|e| match e {
+        ShareError::UnknownSession => ApiError::unknown_session(),
+        ShareError::TooManyLinks { max } => ApiError::too_many_share_links(max),
+    })?;
+    tracing::info!(
+        session = &id.simple().to_string()[..8],
+        view = &link.simple().to_string()[..8],
+        "share link created"
+    );
+    let body = json!({
+        "view_id": link.to_string(),
+        "view_url": format!("{base}/view/{link}"),
+        "max_viewers": max,
+    });
+    Ok(uncached(
+        StatusCode::CREATED,
+        "application/json",
+        body.to_string().into(),
+    ))
+}
+
+pub fn revoke(
+    headers: &HeaderMap,
+    state: &State,
+    id: &Uuid,
+    link: &Uuid,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    authorize(headers, state, id)?;
+    if !state.ws.registry.revoke(id, link) {
+        return Err(ApiError::not_found());
+    }
+    tracing::info!(
+        session = &id.simple().to_string()[..8],
+        view = &link.simple().to_string()[..8],
+        "share link revoked"
+    );
+    Ok(uncached(
+        StatusCode::NO_CONTENT,
+        "application/json",
+        Bytes::new(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let id = Uuid::new_v4();
+        let link = Uuid::new_v4();
+        assert_eq!(
+            parse_path(&format!("/sessions/{id}/share")),
+            Some((id, None))
+        );
+        assert_eq!(
+            parse_path(&format!("/sessions/{id}/share/{link}")),
+            Some((id, Some(link)))
+        );
+        for bad in [
+            "/sessions/".to_owned(),
+            format!("/sessions/{id}"),
+            format!("/sessions/{id}/share/"),
+            format!("/sessions/{id}/share/x"),
+            format!("/sessions/{id}/sharex"),
+            "/sessions/x/share".to_owned(),
+            format!("/sessions/{id}/share/{link}/more"),
+        ] {
+            assert_eq!(parse_path(&bad), None, "{bad}");
+        }
+    }
+}

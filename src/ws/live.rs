@@ -1,0 +1,423 @@
+//! A live session: the task that owns the `Bridge` from start to end, and the sockets
+//! attached to it: at most one interactive client, which may drop and come back
+//! (`resume-session`), and read-only viewers (`view-session`).
+//!
+//! Every output chunk goes to the ring (for resumes and new viewers), the viewers (never
+//! waited for) and the client (waited for, so a slow client slows the SSH channel, not the
+//! gateway's memory). Without a client the session keeps running for the resume grace
+//! period, its output kept in the ring. The loop never blocks one direction on the other:
+//! while input waits for room in the bridge's queue, output keeps flowing. Every wait is
+//! bounded.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::protocol::{self, ClientEvent, ServerEvent};
+use super::registry::{Command, Registration};
+use super::ring::Ring;
+use super::session::{
+    Counts, Outcome, PING_INTERVAL, bad_message, close_code, finish_with, read_error, send,
+    shutdown, warn_unknown,
+};
+use super::viewer::Viewers;
+use super::{Context, Socket};
+use crate::ssh::{Bridge, BridgeEvent, Input};
+
+/// Largest binary frame a replay or a viewer's snapshot is cut into (the bridge's own
+/// output frames are no larger).
+const REPLAY_FRAME: usize = 64 * 1024;
+
+/// The session's end, and the client socket (if one is attached) to tell it to.
+pub(super) type Ended = (Outcome, Option<Socket>);
+
+/// Runs the session until the remote side ends, the client leaves for good, or the server
+/// stops.
+pub(super) async fn run(
+    ctx: &Context,
+    ws: Socket,
+    bridge: Bridge,
+    registration: Registration,
+    commands: mpsc::Receiver<Command>,
+    counts: &mut Counts,
+    size: (u16, u16),
+) -> Ended {
+    let mut live = Live {
+        ctx,
+        client: Some(ws),
+        registration,
+        ring: Ring::new(ctx.resume_buffer),
+        viewers: Viewers::default(),
+        size,
+        target: counts.target.clone(),
+        token: None,
+        paused: false,
+        told_draining: false,
+    };
+    let (outcome, client) = live.run(bridge, commands, counts).await;
+    let last = match &outcome {
+        Outcome::Closed(info) => (ServerEvent::Closed(info).encode(), CloseCode::Normal),
+        Outcome::Error {
+            code,
+            message,
+            close,
+        } => (ServerEvent::Error { code, message }.encode(), *close),
+        Outcome::ClientGone | Outcome::Abandoned => {
+            (ServerEvent::Abandoned.encode(), CloseCode::Normal)
+        }
+    };
+    live.viewers.end_all(last.0, last.1);
+    (outcome, client)
+}
+
+struct Live<'c> {
+    ctx: &'c Context,
+    /// The interactive client, when one is attached.
+    client: Option<Socket>,
+    registration: Registration,
+    ring: Ring,
+    viewers: Viewers,
+    /// The terminal size last asked for.
+    size: (u16, u16),
+    /// `user@host:port`, for connection-ready.
+    target: String,
+    /// The current resume token, once the shell is ready (and resume is on).
+    token: Option<String>,
+    /// The attached client asked for no output (flow control).
+    paused: bool,
+    /// The attached client has been told the server is draining.
+    told_draining: bool,
+}
+
+impl Live<'_> {
+    async fn run(
+        &mut self,
+        mut bridge: Bridge,
+        mut commands: mpsc::Receiver<Command>,
+        counts: &mut Counts,
+    ) -> Ended {
+        let ctx = self.ctx;
+        let input = bridge.input();
+        let mut pending: Option<Input> = None;
+        // A resize that arrived while `pending` was taken: sent right after it.
+        let mut resize_next: Option<(u16, u16)> = None;
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        let now = tokio::time::Instant::now();
+        // Far enough away to mean "never" for a timer that is off.
+        let never = now + Duration::from_secs(100 * 365 * 86_400);
+        let lifetime = tokio::time::sleep_until(ctx.max_session_time.map_or(never, |t| now + t));
+        // The idle timer is reset lazily: activity only records the time, and when the timer
+        // fires early it is pushed to `last_activity + idle`. No timer work per frame.
+        let idle = tokio::time::sleep_until(ctx.idle_timeout.map_or(never, |t| now + t));
+        let grace = tokio::time::sleep_until(never);
+        tokio::pin!(lifetime, idle, grace);
+        let mut last_activity = now;
+        // Whether the session is running without a client, waiting for one to resume.
+        let mut detached = false;
+        loop {
+            if self.client.is_none() && !detached {
+                // The client left. Without a token it cannot come back: the session ends.
+                let Some(grace_period) = ctx.resume_grace.filter(|_| self.token.is_some()) else {
+                    return (Outcome::ClientGone, None);
+                };
+                detached = true;
+                self.set_paused(&input, false);
+                grace
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + grace_period);
+                tracing::info!(grace_secs = grace_period.as_secs(), "client detached");
+            }
+            tokio::select! {
+                biased;
+                () = ctx.shutdown.cancelled() => return (shutdown(), self.client.take()),
+                () = ctx.draining.cancelled(), if !self.told_draining && self.client.is_some() => {
+                    self.told_draining = true;
+                    let warning = ServerEvent::Warning {
+                        code: "server_draining",
+                        message: "the gateway is shutting down; finish your work, this session will be ended soon",
+                    };
+                    self.send_client(warning.encode()).await;
+                }
+                () = &mut lifetime => {
+                    return self.end(Outcome::error("session_time_limit", "the session reached its time limit", CloseCode::Away));
+                }
+                () = &mut idle => {
+                    let limit = ctx.idle_timeout.map_or(never, |t| last_activity + t);
+                    if limit <= tokio::time::Instant::now() {
+                        return self.end(Outcome::error("idle_timeout", "the session was idle too long", CloseCode::Away));
+                    }
+                    idle.as_mut().reset(limit);
+                }
+                () = &mut grace, if detached => {
+                    tracing::info!("no client came back in time");
+                    return (Outcome::Abandoned, None);
+                }
+                command = commands.recv() => match command {
+                    Some(Command::Resume { ws, token, offset, cols, rows }) => {
+                        let attached = self.resume(ws, &token, offset, counts).await;
+                        detached &= !attached;
+                        if attached && (cols, rows) != self.size {
+                            self.resized(cols, rows);
+                            match pending {
+                                None => pending = Some(Input::Resize { cols, rows }),
+                                Some(_) => resize_next = Some((cols, rows)),
+                            }
+                        }
+                    }
+                    Some(Command::View { ws, link }) => self.view(ws, link),
+                    Some(Command::Revoke { link }) => self.viewers.revoke(&link),
+                    // The registration holds a sender for as long as this loop runs.
+                    None => {}
+                },
+                event = bridge.next_event(), if !self.paused => match event {
+                    Some(BridgeEvent::Output(bytes)) => {
+                        last_activity = tokio::time::Instant::now();
+                        counts.bytes_out += bytes.len() as u64;
+                        self.ring.push(&bytes);
+                        self.viewers.output(&bytes);
+                        if self.client.is_some() {
+                            counts.frames_out += 1;
+                            self.send_client(ServerEvent::Output(bytes).encode()).await;
+                        }
+                    }
+                    Some(BridgeEvent::Ready { cols, rows }) => {
+                        tracing::info!("shell ready");
+                        ctx.metrics.connected(counts.claimed.elapsed().as_secs_f64());
+                        self.size = (cols, rows);
+                        if ctx.resume_grace.is_some() {
+                            self.token = Some(self.registration.rotate_token());
+                        }
+                        let ready = ServerEvent::ConnectionReady {
+                            cols,
+                            rows,
+                            target: &self.target,
+                            resume_token: self.token.as_deref(),
+                            read_only: false,
+                        };
+                        self.send_client(ready.encode()).await;
+                    }
+                    Some(BridgeEvent::Closed(info)) => return self.end(Outcome::Closed(info)),
+                    Some(BridgeEvent::Failed(e)) => {
+                        tracing::info!(code = e.code(), error = %e.message, "ssh failed");
+                        let close = close_code(&e);
+                        return self.end(Outcome::error(e.code(), e.message, close));
+                    }
+                    None => return self.end(Outcome::error("ssh_failed", "the SSH session ended unexpectedly", CloseCode::Error)),
+                },
+                permit = input.reserve(), if pending.is_some() => match permit {
+                    Some(permit) => {
+                        permit.send(pending.take().expect("guarded by pending.is_some()"));
+                        pending = resize_next.take().map(|(cols, rows)| Input::Resize { cols, rows });
+                    }
+                    // The thread is gone; its last event says why.
+                    None => pending = None,
+                },
+                message = next_message(&mut self.client), if pending.is_none() => {
+                    let event = match message {
+                        Some(Ok(Message::Text(text))) => protocol::decode_text(&text),
+                        Some(Ok(Message::Binary(bytes))) => Ok(protocol::decode_binary(bytes)),
+                        Some(Ok(Message::Close(_))) | None => {
+                            self.client = None;
+                            continue;
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => match read_error(&e) {
+                            Outcome::ClientGone => {
+                                self.client = None;
+                                continue;
+                            }
+                            outcome => return self.end(outcome),
+                        },
+                    };
+                    match event {
+                        Ok(ClientEvent::Input(bytes)) if bytes.is_empty() => {}
+                        Ok(ClientEvent::Input(bytes)) => {
+                            last_activity = tokio::time::Instant::now();
+                            counts.bytes_in += bytes.len() as u64;
+                            counts.frames_in += 1;
+                            pending = Some(Input::Data(bytes));
+                        }
+                        Ok(ClientEvent::Resize { cols, rows }) => {
+                            self.resized(cols, rows);
+                            pending = Some(Input::Resize { cols, rows });
+                        }
+                        Ok(ClientEvent::Pause) => self.set_paused(&input, true),
+                        Ok(ClientEvent::Resume) => self.set_paused(&input, false),
+                        Ok(ClientEvent::StartSession { .. } | ClientEvent::ResumeSession { .. } | ClientEvent::ViewSession { .. }) => {
+                            let warning = ServerEvent::Warning { code: "already_started", message: "this socket already has a session" };
+                            self.send_client(warning.encode()).await;
+                        }
+                        Ok(ClientEvent::Unknown(name)) => {
+                            if let Some(ws) = self.client.as_mut() {
+                                warn_unknown(ws, &name).await;
+                            }
+                        }
+                        Err(e) => return self.end(bad_message(e.0)),
+                    }
+                }
+                _ = ping.tick(), if self.client.is_some() => {
+                    self.send_client(Message::Ping(Default::default())).await;
+                }
+            }
+        }
+    }
+
+    /// The session ends with `outcome`; the attached client (if any) is told.
+    fn end(&mut self, outcome: Outcome) -> Ended {
+        (outcome, self.client.take())
+    }
+
+    /// Sends to the attached client; a client that cannot take it is dropped (detached).
+    async fn send_client(&mut self, message: Message) {
+        if let Some(ws) = self.client.as_mut() {
+            if !send(ws, message).await {
+                self.client = None;
+            }
+        }
+    }
+
+    fn set_paused(&mut self, input: &crate::ssh::InputSender, paused: bool) {
+        self.paused = paused;
+        input.set_paused(paused);
+    }
+
+    fn resized(&mut self, cols: u16, rows: u16) {
+        self.size = (cols, rows);
+        self.viewers
+            .broadcast(&ServerEvent::TerminalSize { cols, rows }.encode());
+    }
+
+    /// Attaches `ws` as the client if `token` is the current one, replaying what it missed
+    /// after `offset`. A client already attached is taken over. `false` if refused.
+    async fn resume(&mut self, ws: Socket, token: &str, offset: u64, counts: &mut Counts) -> bool {
+        if self.token.is_none() || !self.registration.is_current(token) {
+            self.refuse(ws, resume_invalid());
+            return false;
+        }
+        let replay = match self.ring.since(offset, REPLAY_FRAME) {
+            Ok(replay) => replay,
+            Err(_) => {
+                self.refuse(
+                    ws,
+                    bad_message("offset is past the end of the session's output"),
+                );
+                return false;
+            }
+        };
+        if let Some(old) = self.client.replace(ws) {
+            tracing::info!("session taken over by another client");
+            self.refuse(
+                old,
+                Outcome::error(
+                    "session_taken_over",
+                    "this session was resumed elsewhere (another tab or window)",
+                    CloseCode::Policy,
+                ),
+            );
+        }
+        let token = self.registration.rotate_token();
+        self.told_draining = false;
+        tracing::info!(
+            offset,
+            from = replay.from,
+            truncated = replay.truncated,
+            "client resumed"
+        );
+        let resumed = ServerEvent::SessionResumed {
+            cols: self.size.0,
+            rows: self.size.1,
+            target: &self.target,
+            resume_token: &token,
+            offset: replay.from,
+            truncated: replay.truncated,
+        };
+        self.token = Some(token.clone());
+        self.send_client(resumed.encode()).await;
+        for chunk in replay.chunks {
+            counts.frames_out += 1;
+            self.send_client(ServerEvent::Output(chunk).encode()).await;
+        }
+        true
+    }
+
+    /// Adds a viewer through share link `link`: it gets the size, then the current screen
+    /// as the ring holds it, then live output.
+    fn view(&mut self, ws: Socket, link: uuid::Uuid) {
+        if !self.registration.has_link(&link) {
+            self.refuse(ws, unknown_view());
+            return;
+        }
+        if self.viewers.len() >= self.ctx.max_viewers {
+            let max = self.ctx.max_viewers;
+            self.refuse(
+                ws,
+                Outcome::error(
+                    "too_many_viewers",
+                    format!("this session already has {max} viewers"),
+                    CloseCode::Again,
+                ),
+            );
+            return;
+        }
+        let ready = ServerEvent::ConnectionReady {
+            cols: self.size.0,
+            rows: self.size.1,
+            target: &self.target,
+            resume_token: None,
+            read_only: true,
+        };
+        let mut first = vec![ready.encode()];
+        if let Ok(snapshot) = self.ring.since(0, REPLAY_FRAME) {
+            first.extend(snapshot.chunks.into_iter().map(Message::Binary));
+        }
+        tracing::info!(viewers = self.viewers.len() + 1, "viewer joined");
+        self.viewers.add(ws, link, first, &self.ctx.tracker);
+    }
+
+    /// Tells `ws` why it was refused and closes it, on its own task so the session goes on.
+    fn refuse(&self, mut ws: Socket, outcome: Outcome) {
+        self.ctx.tracker.spawn(async move {
+            if let Outcome::Error {
+                code,
+                message,
+                close,
+            } = outcome
+            {
+                let event = ServerEvent::Error {
+                    code,
+                    message: &message,
+                }
+                .encode();
+                finish_with(&mut ws, event, close).await;
+            }
+        });
+    }
+}
+
+pub(super) fn resume_invalid() -> Outcome {
+    Outcome::error(
+        "resume_invalid",
+        "this resume token is unknown, already used or expired, or the session is over",
+        CloseCode::Policy,
+    )
+}
+
+pub(super) fn unknown_view() -> Outcome {
+    Outcome::error(
+        "unknown_view",
+        "this view link is unknown, revoked, or its session is over",
+        CloseCode::Policy,
+    )
+}
+
+/// The next message from the client; never, while none is attached. Cancel-safe.
+async fn next_message(client: &mut Option<Socket>) -> Option<Result<Message, WsError>> {
+    match client {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,228 @@
+//! Resume: a session outlives its socket for the grace period, and a client that comes back
+//! with its resume token gets exactly the output it missed, byte for byte.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::gateway::Gateway;
+use crate::support::password_body;
+use crate::support::sshd::Sshd;
+use crate::support::term::{PROMPT, Term};
+
+/// A gateway that keeps sessions `grace` after their socket drops, with `buffer` bytes of
+/// output for replays.
+async fn gateway(grace: Duration, buffer: usize) -> Gateway {
+    Gateway::start_with(|c| {
+        c.resume_grace = Some(grace);
+        c.resume_buffer = buffer;
+    })
+    .await
+}
+
+/// Opens a session and returns it with its first resume token.
+async fn open(gw: &Gateway, sshd: &Sshd) -> (Term, String) {
+    let mut term = gw.open(&password_body(sshd), 80, 24).await;
+    let ready = term.ready().await;
+    let token = ready["resume_token"]
+        .as_str()
+        .expect("a resume token")
+        .to_owned();
+    assert_eq!(token.len(), 64, "{ready}");
+    (term, token)
+}
+
+/// Resumes on a new socket with `token`, having received `offset` bytes.
+async fn resume(gw: &Gateway, token: &str, offset: usize, cols: u16, rows: u16) -> Term {
+    let mut term = gw.ws().await;
+    term.send_event(
+        "resume-session",
+        json!({"token": token, "offset": offset, "cols": cols, "rows": rows}),
+    )
+    .await;
+    term
+}
+
+/// The `session-resumed` answer, checked against the token it replaced.
+async fn resumed(term: &mut Term, old_token: &str) -> Value {
+    let data = term.expect("session-resumed").await;
+    let token = data["resume_token"].as_str().expect("a new token");
+    assert_eq!(token.len(), 64);
+    assert_ne!(token, old_token, "the token rotates on every attach");
+    data
+}
+
+/// Ends the session from the shell: closing a socket would only detach it.
+async fn end(mut term: Term) {
+    term.input("exit\r").await;
+    term.expect("ssh-closed").await;
+}
+
+/// `seq 1 n` as the terminal shows it.
+fn seq_output(n: u32) -> String {
+    (1..=n).map(|i| format!("{i}\r\n")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_mid_flood_loses_and_repeats_nothing() {
+    let sshd = Sshd::start();
+    let gw = gateway(Duration::from_secs(60), 16 << 20).await;
+    let (mut first, token) = open(&gw, &sshd).await;
+    first.input("seq 1 300000; echo seq-''done\r").await;
+    first.wait_for("1000\r\n").await;
+    let received = first.output.clone();
+    first.vanish();
+
+    let mut second = resume(&gw, &token, received.len(), 80, 24).await;
+    let data = resumed(&mut second, &token).await;
+    assert_eq!(data["offset"], received.len(), "{data}");
+    assert_eq!(data["truncated"], false);
+    second.wait_for("seq-done\r\n").await;
+    let mut all = received;
+    all.extend_from_slice(&second.output);
+    let all = String::from_utf8(all).expect("UTF-8");
+    let expected = seq_output(300_000);
+    assert!(
+        all.contains(&expected),
+        "the output across the drop differs from seq's ({} bytes received, {} expected)",
+        all.len(),
+        expected.len()
+    );
+    assert_eq!(second.run("echo still-here").await, "still-here\r\n");
+    end(second).await;
+    gw.assert_idle().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_at_an_idle_prompt_and_at_a_new_size() {
+    let sshd = Sshd::start();
+    let gw = gateway(Duration::from_secs(60), 1 << 20).await;
+    let (mut first, token) = open(&gw, &sshd).await;
+    assert_eq!(first.run("stty size").await, "24 80\r\n");
+    let offset = first.output.len();
+    first.close().await;
+
+    let mut second = resume(&gw, &token, offset, 100, 30).await;
+    let data = resumed(&mut second, &token).await;
+    assert_eq!(
+        (data["offset"].as_u64(), data["truncated"].as_bool()),
+        (Some(offset as u64), Some(false))
+    );
+    assert_eq!(second.run("stty size").await, "30 100\r\n");
+
+    // A reload: a fresh page has nothing, and gets everything the buffer holds.
+    let next = data["resume_token"].as_str().unwrap().to_owned();
+    second.vanish();
+    let mut third = resume(&gw, &next, 0, 100, 30).await;
+    let data = resumed(&mut third, &next).await;
+    assert_eq!(data["offset"], 0);
+    third.wait_for("30 100\r\n").await;
+    third.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_while_detached_then_resume() {
+    let sshd = Sshd::start();
+    let gw = gateway(Duration::from_secs(60), 1 << 20).await;
+    let (mut first, token) = open(&gw, &sshd).await;
+    // The resize and the drop race: the resume carries the size that counts.
+    first.resize(120, 40).await;
+    first.vanish();
+    let mut second = resume(&gw, &token, 0, 90, 33).await;
+    resumed(&mut second, &token).await;
+    assert_eq!(second.run("stty size").await, "33 90\r\n");
+    second.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_reused_and_unknown_tokens_are_refused() {
+    let sshd = Sshd::start();
+    let gw = gateway(Duration::from_secs(60), 1 << 20).await;
+    let (first, token) = open(&gw, &sshd).await;
+    first.vanish();
+    let mut second = resume(&gw, &token, 0, 80, 24).await;
+    let next = resumed(&mut second, &token).await["resume_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The first token was used: it cannot attach again, and the live client stays.
+    let mut reused = resume(&gw, &token, 0, 80, 24).await;
+    assert_eq!(reused.expect_error("resume_invalid").await.1, Some(1008));
+    let mut unknown = resume(&gw, &"0".repeat(64), 0, 80, 24).await;
+    assert_eq!(unknown.expect_error("resume_invalid").await.1, Some(1008));
+    let mut malformed = resume(&gw, "not-a-token", 0, 80, 24).await;
+    malformed.expect_error("bad_message").await;
+    // An offset past the output is a client bug, refused; the token stays good.
+    let mut ahead = resume(&gw, &next, 1 << 40, 80, 24).await;
+    ahead.expect_error("bad_message").await;
+    assert_eq!(second.run("echo alive").await, "alive\r\n");
+    second.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tab_takes_over() {
+    let sshd = Sshd::start();
+    let gw = gateway(Duration::from_secs(60), 1 << 20).await;
+    let (mut first, token) = open(&gw, &sshd).await;
+    let offset = first.output.len();
+    let mut second = resume(&gw, &token, offset, 80, 24).await;
+    resumed(&mut second, &token).await;
+    let (message, close) = first.expect_error("session_taken_over").await;
+    assert_eq!(close, Some(1008));
+    assert!(message.contains("elsewhere"), "{message}");
+    assert_eq!(second.run("echo mine-now").await, "mine-now\r\n");
+    end(second).await;
+    gw.assert_idle().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_ends_when_no_one_resumes_in_time() {
+    let sshd = Sshd::start();
+    let gw = gateway(Duration::from_millis(500), 1 << 20).await;
+    let (first, token) = open(&gw, &sshd).await;
+    first.vanish();
+    // Within the grace period the session is still there.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(gw.handle.live(), 1);
+    gw.assert_idle().await;
+    let mut late = resume(&gw, &token, 0, 80, 24).await;
+    late.expect_error("resume_invalid").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_the_buffer_no_longer_holds_is_flagged() {
+    let sshd = Sshd::start();
+    let gw = gateway(Duration::from_secs(60), 4096).await;
+    let (mut first, token) = open(&gw, &sshd).await;
+    first.input("seq 1 50000; echo seq-''done\r").await;
+    first.wait_for("100\r\n").await;
+    let offset = first.output.len();
+    first.vanish();
+    // Let the flood finish into the 4 KiB buffer while no one is attached.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut second = resume(&gw, &token, offset, 80, 24).await;
+    let data = resumed(&mut second, &token).await;
+    assert_eq!(data["truncated"], true, "{data}");
+    assert!(data["offset"].as_u64().unwrap() > offset as u64, "{data}");
+    second.wait_for("seq-done\r\n").await;
+    second.wait_for(PROMPT).await;
+    assert!(second.text().contains("50000\r\n"), "{}", second.text());
+    assert!(
+        second.output.len() <= 4096,
+        "{} bytes replayed",
+        second.output.len()
+    );
+    second.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_resume_there_is_no_token_and_the_session_ends_with_its_socket() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+    let ready = term.ready().await;
+    assert!(ready.get("resume_token").is_none(), "{ready}");
+    term.vanish();
+    gw.assert_idle().await;
+}
