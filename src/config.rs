@@ -717,14 +717,7 @@ mod tests {
         ] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
         }
-        let c = parse(&[
-            "alfresco-ssh",
-            "--resume-grace",
-            "0",
-            "--resume-buffer",
-            "64KiB",
-        ])
-        .unwrap();
+        let c = parse(&["--resume-grace", "0", "--resume-buffer", "64KiB"]).unwrap();
         assert_eq!((c.resume_grace, c.resume_buffer), (None, 64 << 10));
     }
 
