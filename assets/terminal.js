@@ -1,8 +1,11 @@
 /*
  * terminal.js: the browser end of one alfresco-ssh session (docs/PROTOCOL.md).
  * It owns the xterm.js terminal, the WebSocket to /ws and the status bar. It reads
- * the session id from the path and nothing else from the server; it never
- * reconnects, because a session id can be claimed only once.
+ * the session id (or, at /view/<id>, a share link's id) from the path. A session
+ * id can be claimed only once; after that the page holds the session's resume
+ * token (in memory and sessionStorage, so a reload of this tab works) and, when
+ * the socket drops, reconnects with back-off and resumes from the last byte it
+ * received. A view page watches read-only and reconnects the same way.
  * No inline styles and no eval: the page runs under `default-src 'self'`.
  */
 (function () {
@@ -25,6 +28,12 @@
   // between the marks keeps the page from sending pause/resume per frame.
   const FLOW_HIGH_WATERMARK = 512 * 1024;
   const FLOW_LOW_WATERMARK = 128 * 1024;
+  // Reconnecting after a dropped socket: the first try at once-ish, then doubling, up to
+  // a try every 5 s, and no more tries after 6 minutes (the server's grace period is 5
+  // minutes by default; after it the token is refused anyway).
+  const RECONNECT_FIRST_MS = 250;
+  const RECONNECT_MAX_MS = 5000;
+  const RECONNECT_GIVE_UP_MS = 6 * 60 * 1000;
 
   // Readable on a dark background; the ANSI colours follow the Tango palette.
   const THEME = {
@@ -53,8 +62,13 @@
 
   const statusEl = document.getElementById('status');
   const containerEl = document.getElementById('terminal');
+  const path = location.pathname.replace(/^\/+|\/+$/g, '');
+  // At /view/<id> the page watches a session through a share link: read-only.
+  const viewing = path.indexOf('view/') === 0;
+  const sessionId = viewing ? path.slice('view/'.length) : path;
 
-  // One of: connecting, connected, ended, error, disconnected. The last three are final.
+  // One of: connecting, connected, reconnecting, draining, viewing, ended, error,
+  // disconnected. The last three are final.
   let state = 'connecting';
 
   function setState(next, text) {
@@ -116,6 +130,9 @@
   term.unicode.activeVersion = '11';
 
   term.open(containerEl);
+  if (viewing) {
+    term.options.disableStdin = true;
+  }
   fit();
 
   // fit() measures the container; it throws if the terminal is not laid out yet.
@@ -129,8 +146,34 @@
 
   // --- the WebSocket (docs/PROTOCOL.md, "WebSocket") ---
 
-  const sessionId = location.pathname.replace(/^\/+|\/+$/g, '');
+  const TOKEN_KEY = 'alfresco-ssh.resume.' + sessionId;
   let socket = null;
+  // Output bytes received since the session began: the offset a resume starts from.
+  let received = 0;
+  let resumeToken = loadToken();
+  let reconnect = { timer: null, delay: RECONNECT_FIRST_MS, since: 0 };
+
+  // sessionStorage throws in some private modes; the token then lives in memory only.
+  function loadToken() {
+    try {
+      return window.sessionStorage.getItem(TOKEN_KEY);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function saveToken(token) {
+    resumeToken = token;
+    try {
+      if (token) {
+        window.sessionStorage.setItem(TOKEN_KEY, token);
+      } else {
+        window.sessionStorage.removeItem(TOKEN_KEY);
+      }
+    } catch (e) {
+      // kept in memory only
+    }
+  }
 
   function isOpen() {
     return socket !== null && socket.readyState === WebSocket.OPEN;
@@ -177,19 +220,54 @@
     return 'session ended';
   }
 
+  // textContent, never HTML: the target is the session's own user@host:port.
+  function targetText(data) {
+    return data && typeof data.target === 'string' ? data.target : '';
+  }
+
   function onServerEvent(name, data) {
     switch (name) {
       case 'connection-ready':
-        // textContent, never HTML: the target is the session's own user@host:port.
-        setState('connected', data && typeof data.target === 'string' ? 'connected to ' + data.target : 'connected');
+        reconnect.delay = RECONNECT_FIRST_MS;
+        if (viewing) {
+          // A view starts from the session's screen as the server holds it.
+          term.reset();
+          received = 0;
+          followSize(data);
+          setState('viewing', 'viewing ' + targetText(data) + ' (read-only)');
+          break;
+        }
+        if (data && typeof data.resume_token === 'string') {
+          saveToken(data.resume_token);
+        }
+        setState('connected', 'connected to ' + targetText(data));
         term.focus();
         break;
+      case 'session-resumed':
+        reconnect.delay = RECONNECT_FIRST_MS;
+        if (data && data.truncated) {
+          // The server no longer holds everything missed: start over from what it has.
+          term.reset();
+        }
+        received = data && typeof data.offset === 'number' ? data.offset : 0;
+        saveToken(data && data.resume_token);
+        if (flow.paused) {
+          sendEvent('pause');
+        }
+        setState('connected', 'connected to ' + targetText(data));
+        term.focus();
+        break;
+      case 'terminal-size':
+        followSize(data);
+        break;
       case 'ssh-closed':
+        saveToken(null);
         setState('ended', endedText(data));
         break;
       case 'ssh-error': {
         const message = (data && data.message) || 'unknown error';
         const code = (data && data.code) || 'unknown';
+        saveToken(null);
         setState('error', 'error: ' + message + ' (' + code + ')');
         break;
       }
@@ -208,9 +286,18 @@
     }
   }
 
+  // A viewer's terminal takes the session's size rather than its window's.
+  function followSize(data) {
+    if (viewing && data && data.cols > 0 && data.rows > 0) {
+      term.resize(data.cols, data.rows);
+    }
+  }
+
   function onMessage(ev) {
     if (typeof ev.data !== 'string') {
-      writeOutput(new Uint8Array(ev.data));
+      const bytes = new Uint8Array(ev.data);
+      received += bytes.length;
+      writeOutput(bytes);
       return;
     }
     let msg;
@@ -239,17 +326,52 @@
     }
     socket.binaryType = 'arraybuffer';
     socket.addEventListener('open', function () {
-      sendEvent('start-session', { id: sessionId, cols: term.cols, rows: term.rows });
+      if (viewing) {
+        sendEvent('view-session', { id: sessionId });
+      } else if (resumeToken) {
+        sendEvent('resume-session', { token: resumeToken, offset: received, cols: term.cols, rows: term.rows });
+      } else {
+        sendEvent('start-session', { id: sessionId, cols: term.cols, rows: term.rows });
+      }
     });
     socket.addEventListener('message', onMessage);
     // A close after ssh-closed or ssh-error keeps that status; any other close is a
-    // lost connection. 'error' is always followed by 'close', so it is not handled.
+    // lost connection, which a resumable session (or a view) tries to get back.
+    // 'error' is always followed by 'close', so it is not handled.
     socket.addEventListener('close', function () {
-      if (!isFinal()) {
+      if (isFinal()) {
+        return;
+      }
+      if (resumeToken || (viewing && state !== 'connecting')) {
+        scheduleReconnect();
+      } else {
         setState('disconnected', 'disconnected');
       }
     });
   }
+
+  function scheduleReconnect() {
+    const now = Date.now();
+    if (state !== 'reconnecting') {
+      reconnect.since = now;
+    }
+    if (now - reconnect.since > RECONNECT_GIVE_UP_MS) {
+      setState('disconnected', 'disconnected');
+      return;
+    }
+    setState('reconnecting', 'connection lost; reconnecting…');
+    clearTimeout(reconnect.timer);
+    reconnect.timer = setTimeout(connect, reconnect.delay);
+    reconnect.delay = Math.min(RECONNECT_MAX_MS, reconnect.delay * 2);
+  }
+
+  // Back online: try now rather than at the end of the current back-off.
+  window.addEventListener('online', function () {
+    if (state === 'reconnecting') {
+      clearTimeout(reconnect.timer);
+      connect();
+    }
+  });
 
   // --- input, resize, title ---
 
@@ -259,7 +381,7 @@
   const encoder = new TextEncoder();
   const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
   term.onData(function (s) {
-    if (!isOpen()) {
+    if (!isOpen() || viewing) {
       return;
     }
     const bytes = encoder.encode(s.replace(LONE_SURROGATE, ''));
@@ -271,7 +393,7 @@
   // onBinary carries bytes as a string of code points 0-255 (e.g. non-UTF-8 mouse
   // reports); they go out as a binary frame so they are not re-encoded as UTF-8.
   term.onBinary(function (s) {
-    if (!isOpen()) {
+    if (!isOpen() || viewing) {
       return;
     }
     const bytes = new Uint8Array(s.length);
@@ -282,11 +404,16 @@
   });
 
   term.onResize(function (size) {
-    sendEvent('resize', { cols: size.cols, rows: size.rows });
+    if (!viewing) {
+      sendEvent('resize', { cols: size.cols, rows: size.rows });
+    }
   });
 
   let resizeTimer = null;
   window.addEventListener('resize', function () {
+    if (viewing) {
+      return; // the session's size rules
+    }
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(fit, RESIZE_DEBOUNCE_MS);
   });
@@ -429,6 +556,7 @@
       screenText: screenText,
       // A copy, so a test reads the counters without being able to change them.
       flow: function () { return Object.assign({}, flow); },
+      received: function () { return received; },
     }),
     writable: false,
     configurable: false,

@@ -12,6 +12,7 @@ mod fuzz;
 mod host_keys;
 mod lifecycle;
 mod resume;
+mod resume_page;
 mod secrets;
 mod security;
 mod sessions;
