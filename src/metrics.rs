@@ -18,6 +18,7 @@ pub struct Metrics {
     registry: Registry,
     create_requests: Family<Labels, Counter>,
     sessions_ended: Family<Labels, Counter>,
+    attaches: Family<Labels, Counter>,
     connect_seconds: Histogram,
     bytes: Family<Labels, Counter>,
     frames: Family<Labels, Counter>,
@@ -39,6 +40,7 @@ impl Default for Metrics {
         let m = Metrics {
             create_requests: Family::default(),
             sessions_ended: Family::default(),
+            attaches: Family::default(),
             // 10 ms … ~20 s: a LAN handshake to a slow, far server.
             connect_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             bytes: Family::default(),
@@ -55,8 +57,13 @@ impl Default for Metrics {
         );
         registry.register(
             "sessions_ended",
-            "sessions ended, by reason (exited, signalled, eof, client_gone or the error code)",
+            "sessions ended, by reason (exited, signalled, eof, client_gone, abandoned or the error code)",
             m.sessions_ended.clone(),
+        );
+        registry.register(
+            "attaches",
+            "sockets attached to live sessions, by outcome (resumed, resume_refused, taken_over, viewer, viewer_refused)",
+            m.attaches.clone(),
         );
         registry.register(
             "ssh_connect_seconds",
@@ -102,6 +109,13 @@ impl Metrics {
     pub fn session_ended(&self, reason: &'static str) {
         self.sessions_ended
             .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// A socket resumed or viewed a live session (or was refused).
+    pub fn attach(&self, outcome: &'static str) {
+        self.attaches
+            .get_or_create(&vec![("outcome", outcome)])
             .inc();
     }
 

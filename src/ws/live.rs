@@ -294,13 +294,16 @@ impl Live<'_> {
     /// Attaches `ws` as the client if `token` is the current one, replaying what it missed
     /// after `offset`. A client already attached is taken over. `false` if refused.
     async fn resume(&mut self, ws: Socket, token: &str, offset: u64, counts: &mut Counts) -> bool {
+        let metrics = &self.ctx.metrics;
         if self.token.is_none() || !self.registration.is_current(token) {
+            metrics.attach("resume_refused");
             self.refuse(ws, resume_invalid());
             return false;
         }
         let replay = match self.ring.since(offset, REPLAY_FRAME) {
             Ok(replay) => replay,
             Err(_) => {
+                metrics.attach("resume_refused");
                 self.refuse(
                     ws,
                     bad_message("offset is past the end of the session's output"),
@@ -308,7 +311,9 @@ impl Live<'_> {
                 return false;
             }
         };
+        metrics.attach("resumed");
         if let Some(old) = self.client.replace(ws) {
+            metrics.attach("taken_over");
             tracing::info!("session taken over by another client");
             self.refuse(
                 old,
@@ -348,10 +353,12 @@ impl Live<'_> {
     /// as the ring holds it, then live output.
     fn view(&mut self, ws: Socket, link: uuid::Uuid) {
         if !self.registration.has_link(&link) {
+            self.ctx.metrics.attach("viewer_refused");
             self.refuse(ws, unknown_view());
             return;
         }
         if self.viewers.len() >= self.ctx.max_viewers {
+            self.ctx.metrics.attach("viewer_refused");
             let max = self.ctx.max_viewers;
             self.refuse(
                 ws,
@@ -374,6 +381,7 @@ impl Live<'_> {
         if let Ok(snapshot) = self.ring.since(0, REPLAY_FRAME) {
             first.extend(snapshot.chunks.into_iter().map(Message::Binary));
         }
+        self.ctx.metrics.attach("viewer");
         tracing::info!(viewers = self.viewers.len() + 1, "viewer joined");
         self.viewers.add(ws, link, first, &self.ctx.tracker);
     }

@@ -143,10 +143,16 @@ pub async fn serve(mut ws: Socket, ctx: &Context) {
                 cols,
                 rows,
             };
+            if found.is_none() {
+                ctx.metrics.attach("resume_refused");
+            }
             hand_over(found, command, live::resume_invalid()).await;
         }
         ClientEvent::ViewSession { id } => {
             let found = ctx.registry.by_link(&id);
+            if found.is_none() {
+                ctx.metrics.attach("viewer_refused");
+            }
             hand_over(found, Command::View { ws, link: id }, live::unknown_view()).await;
         }
         _ => unreachable!("wait_for_start returns only first events"),

@@ -157,6 +157,13 @@ async fn stale_reused_and_unknown_tokens_are_refused() {
     let mut ahead = resume(&gw, &next, 1 << 40, 80, 24).await;
     ahead.expect_error("bad_message").await;
     assert_eq!(second.run("echo alive").await, "alive\r\n");
+    let metrics = gw.get("/metrics").await.text();
+    for line in [
+        "alfresco_attaches_total{outcome=\"resumed\"} 1",
+        "alfresco_attaches_total{outcome=\"resume_refused\"} 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     second.close().await;
 }
 
