@@ -1018,6 +1018,10 @@ impl GatewayProcess {
                 "warn",
                 "--create-rate-limit",
                 "0",
+                // Sessions end when the benchmark closes their sockets, so that "closed"
+                // means gone; the resume ring (its per-byte cost) is on all the same.
+                "--resume-grace",
+                "0",
             ])
             .env("ALFRESCO_API_TOKEN", BENCH_TOKEN)
             .stdin(Stdio::null())

@@ -156,7 +156,7 @@ impl Live<'_> {
                     tracing::info!("no client came back in time");
                     return (Outcome::Abandoned, None);
                 }
-                command = commands.recv() => match command {
+                command = commands.recv(), if !commands.is_closed() => match command {
                     Some(Command::Resume { ws, token, offset, cols, rows }) => {
                         let attached = self.resume(ws, &token, offset, counts).await;
                         detached &= !attached;
@@ -170,7 +170,8 @@ impl Live<'_> {
                     }
                     Some(Command::View { ws, link }) => self.view(ws, link),
                     Some(Command::Revoke { link }) => self.viewers.revoke(&link),
-                    // The registration holds a sender for as long as this loop runs.
+                    // The registry holds a sender for as long as the registration lives, so
+                    // this does not happen; the guard above keeps it from spinning if it did.
                     None => {}
                 },
                 event = bridge.next_event(), if !self.paused => match event {
