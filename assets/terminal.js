@@ -61,11 +61,18 @@
   };
 
   const statusEl = document.getElementById('status');
+  const shareEl = document.getElementById('share');
+  const noticeEl = document.getElementById('notice');
   const containerEl = document.getElementById('terminal');
   const path = location.pathname.replace(/^\/+|\/+$/g, '');
   // At /view/<id> the page watches a session through a share link: read-only.
   const viewing = path.indexOf('view/') === 0;
   const sessionId = viewing ? path.slice('view/'.length) : path;
+  const TOKEN_KEY = 'alfresco-ssh.resume.' + sessionId;
+  // Output bytes received since the session began: the offset a resume starts from.
+  let received = 0;
+  let resumeToken = loadToken();
+  let reconnect = { timer: null, delay: RECONNECT_FIRST_MS, since: 0 };
 
   // One of: connecting, connected, reconnecting, draining, viewing, ended, error,
   // disconnected. The last three are final.
@@ -75,6 +82,8 @@
     state = next;
     statusEl.className = 'status status-' + next;
     statusEl.textContent = text;
+    // Sharing needs a live session and its resume token.
+    shareEl.hidden = viewing || !resumeToken || isFinal();
   }
 
   function isFinal() {
@@ -146,12 +155,7 @@
 
   // --- the WebSocket (docs/PROTOCOL.md, "WebSocket") ---
 
-  const TOKEN_KEY = 'alfresco-ssh.resume.' + sessionId;
   let socket = null;
-  // Output bytes received since the session began: the offset a resume starts from.
-  let received = 0;
-  let resumeToken = loadToken();
-  let reconnect = { timer: null, delay: RECONNECT_FIRST_MS, since: 0 };
 
   // sessionStorage throws in some private modes; the token then lives in memory only.
   function loadToken() {
@@ -371,6 +375,44 @@
       clearTimeout(reconnect.timer);
       connect();
     }
+  });
+
+  // --- share links ---
+
+  // Shows `text` under the bar (textContent, never HTML); fit() gives the terminal the
+  // rest of the height.
+  function showNotice(text) {
+    noticeEl.textContent = text;
+    noticeEl.hidden = !text;
+    fit();
+  }
+
+  shareEl.addEventListener('click', function () {
+    if (!resumeToken) {
+      return;
+    }
+    fetch('/sessions/' + encodeURIComponent(sessionId) + '/share', {
+      method: 'POST',
+      headers: { Authorization: 'Bearer ' + resumeToken },
+      cache: 'no-store',
+    }).then(function (res) {
+      return res.json().then(function (body) {
+        if (!res.ok) {
+          const error = (body && body.error) || {};
+          throw new Error((error.message || 'sharing failed') + ' (' + (error.code || res.status) + ')');
+        }
+        return body;
+      });
+    }).then(function (body) {
+      copyText(body.view_url);
+      showNotice('read-only link (copied): ' + body.view_url);
+    }, function (e) {
+      showNotice('could not share: ' + e.message);
+    });
+  });
+
+  noticeEl.addEventListener('dblclick', function () {
+    showNotice('');
   });
 
   // --- input, resize, title ---

@@ -1,11 +1,11 @@
 //! Resume and share links from the page's side, in real Chromium: a cut connection and a
-//! reload resume the session with the screen as it would have been, and a view link
-//! watches without typing.
+//! reload resume the session with the screen as it would have been, and the page's share
+//! button makes a view link that watches without typing.
 
 use std::time::Duration;
 
 use crate::support::browser::Browser;
-use crate::support::gateway::{Gateway, TEST_TOKEN};
+use crate::support::gateway::Gateway;
 use crate::support::password_body;
 use crate::support::proxy::Proxy;
 use crate::support::sshd::Sshd;
@@ -95,18 +95,28 @@ async fn a_view_link_watches_but_cannot_type() {
     let gw = gateway().await;
     let browser = Browser::start().await;
     let base = format!("http://{}", gw.addr);
-    let id = open(&sshd, &gw, &browser, &base).await;
+    open(&sshd, &gw, &browser, &base).await;
     browser.enter("echo shared-''screen").await;
     browser.wait_for_line("shared-screen").await;
 
-    let res = gw
-        .raw(
-            &format!("POST /sessions/{id}/share HTTP/1.1\r\nAuthorization: Bearer {TEST_TOKEN}"),
-            b"",
-        )
+    // The page's own share button makes the link, with the page's resume token.
+    browser.click("#share").await;
+    let notice = browser
+        .wait_until("the share link under the bar", async || {
+            let text = browser
+                .execute("return document.getElementById('notice').textContent")
+                .await;
+            text.as_str()
+                .filter(|t| t.contains("/view/"))
+                .map(str::to_owned)
+        })
         .await;
-    assert_eq!(res.status, 201, "{}", res.text());
-    let view_url = res.json()["view_url"].as_str().unwrap().to_owned();
+    let view_url = notice
+        .split_whitespace()
+        .last()
+        .expect("a link in the notice")
+        .to_owned();
+    assert!(view_url.starts_with(&format!("{base}/view/")), "{notice}");
 
     let owner = browser.open_in_new_tab(&view_url).await;
     browser.wait_for_state("viewing").await;

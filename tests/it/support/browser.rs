@@ -240,6 +240,17 @@ impl Browser {
         .await
     }
 
+    /// Clicks the element `css` matches (a real click, through WebDriver).
+    pub async fn click(&self, css: &str) {
+        let element = self
+            .call(
+                &format!("find {css}"),
+                self.client().find(Locator::Css(css)),
+            )
+            .await;
+        self.call(&format!("click {css}"), element.click()).await;
+    }
+
     /// Types `text` into the terminal as key presses.
     pub async fn type_text(&self, text: &str) {
         let input = self.input().await;
