@@ -94,6 +94,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             metrics: Arc::new(Metrics::default()),
+            record: config.record.clone(),
         });
         let http = Arc::new(http::State {
             store,

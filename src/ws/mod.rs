@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
+use crate::record::RecordSettings;
 use crate::ssh::{Dialer, HostKeys, SshErrorKind};
 use crate::store::Store;
 
@@ -59,6 +60,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Upgraded sockets, which hyper no longer tracks, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Where and what to record (`--record-dir`); `None`: sessions are not recorded.
+    pub record: Option<RecordSettings>,
 }
 
 /// Why an upgrade was refused before the 101.

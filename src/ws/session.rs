@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::Context;
 use super::protocol::{self, ClientEvent, ServerEvent};
+use crate::record::Recording;
 use crate::ssh::{Bridge, BridgeEvent, ExitInfo, Input, SshError, SshErrorKind, Start};
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
@@ -127,6 +128,12 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
     };
     slot.assign(&request.creator);
     let target = request.target.clone();
+    // Recording (--record-dir): the file is created once the shell is ready (see pump).
+    let mut recording = Recording::new(
+        ctx.record.as_ref(),
+        &id.simple().to_string()[..8],
+        &request.term,
+    );
     tracing::info!(%target, auth = request.credentials.method(), "session claimed");
     let started = Instant::now();
 
@@ -171,7 +178,8 @@ async fn run(ws: &mut Socket, ctx: &Context, span: &tracing::Span) -> Outcome {
         claimed: started,
         target: target.to_string(),
     };
-    let outcome = pump(ws, ctx, &mut { bridge }, &mut counts).await;
+    let outcome = pump(ws, ctx, &mut { bridge }, &mut counts, &mut recording).await;
+    recording.finish();
     ctx.metrics.traffic(
         counts.bytes_in,
         counts.bytes_out,
@@ -230,7 +238,13 @@ struct Counts {
 }
 
 /// The live session: until the remote side ends, the client leaves, or the server stops.
-async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut Counts) -> Outcome {
+async fn pump(
+    ws: &mut Socket,
+    ctx: &Context,
+    bridge: &mut Bridge,
+    counts: &mut Counts,
+    recording: &mut Recording,
+) -> Outcome {
     let input = bridge.input();
     let mut pending: Option<Input> = None;
     let mut ping =
@@ -243,6 +257,8 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
     // fires early it is pushed to `last_activity + idle`. No timer work per frame.
     let idle = tokio::time::sleep_until(ctx.idle_timeout.map_or(never, |t| now + t));
     tokio::pin!(lifetime, idle);
+    // Recording: buffered events reach the file at least this often.
+    let mut record_flush = tokio::time::interval(crate::record::FLUSH_EVERY);
     let mut last_activity = now;
     let mut told_draining = false;
     // While the client has paused output, events stay in the bridge's queue too, so what is
@@ -278,11 +294,13 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
                         last_activity = tokio::time::Instant::now();
                         counts.bytes_out += bytes.len() as u64;
                         counts.frames_out += 1;
+                        recording.output(&bytes);
                         ServerEvent::Output(bytes).encode()
                     }
                     Some(BridgeEvent::Ready { cols, rows }) => {
                         tracing::info!("shell ready");
                         ctx.metrics.connected(counts.claimed.elapsed().as_secs_f64());
+                        recording.start(cols, rows, &counts.target);
                         ServerEvent::ConnectionReady { cols, rows, target: &counts.target }.encode()
                     }
                     Some(BridgeEvent::Closed(info)) => return Outcome::Closed(info),
@@ -316,9 +334,13 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
                         last_activity = tokio::time::Instant::now();
                         counts.bytes_in += bytes.len() as u64;
                         counts.frames_in += 1;
+                        recording.input(&bytes);
                         pending = Some(Input::Data(bytes));
                     }
-                    Ok(ClientEvent::Resize { cols, rows }) => pending = Some(Input::Resize { cols, rows }),
+                    Ok(ClientEvent::Resize { cols, rows }) => {
+                        recording.resize(cols, rows);
+                        pending = Some(Input::Resize { cols, rows });
+                    }
                     Ok(ClientEvent::Pause) => {
                         paused = true;
                         input.set_paused(true);
@@ -337,6 +359,7 @@ async fn pump(ws: &mut Socket, ctx: &Context, bridge: &mut Bridge, counts: &mut 
                     Err(e) => return bad_message(e.0),
                 }
             }
+            _ = record_flush.tick(), if recording.is_active() => recording.tick(),
             _ = ping.tick() => {
                 if !send(ws, Message::Ping(Default::default())).await {
                     return Outcome::ClientGone;
