@@ -38,6 +38,7 @@ pub const CODES: &[&str] = &[
     "rate_limited",
     "origin_forbidden",
     "destination_forbidden",
+    "recording_unavailable",
 ];
 
 impl ApiError {
@@ -164,6 +165,15 @@ impl ApiError {
             StatusCode::FORBIDDEN,
             "destination_forbidden",
             format!("the gateway may not connect there: {why}"),
+        )
+    }
+
+    /// A recording (or the recording directory) exists but cannot be served.
+    pub fn recording_unavailable(why: &str) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "recording_unavailable",
+            why,
         )
     }
 
