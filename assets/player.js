@@ -199,7 +199,8 @@
   }
 
   function clock(seconds) {
-    const s = Math.floor(seconds);
+    // Sums of float gaps land a hair below whole seconds; a millisecond is not news.
+    const s = Math.floor(seconds + 0.001);
     return Math.floor(s / 60) + ':' + String(s % 60).padStart(2, '0');
   }
 
