@@ -98,6 +98,9 @@ fn run(argv: Vec<std::ffi::OsString>) -> Result<(), String> {
             "listening on {scheme}://{addr}; create sessions with POST {base}/create-session"
         );
         tracing::info!("destinations: {}", config.destinations.summary());
+        if let Some(record) = &config.record {
+            tracing::info!(dir = %record.dir.display(), input = record.record_input, "recording sessions");
+        }
         if config.is_cleartext_exposed() {
             tracing::warn!(
                 "listening on {addr} without TLS: passwords and keys sent to create-session, \

@@ -474,6 +474,60 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_stops_the_recording_quietly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r =
+            Recorder::create(&settings(dir.path(), true), "abcd1234", 80, 24, "t", "x").unwrap();
+        // /dev/full fails every write with ENOSPC, as a full disk would.
+        let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        r.out = Some(BufWriter::with_capacity(BUFFER_SIZE, full));
+        let mut recording = Recording {
+            plan: None,
+            early_resize: None,
+            recorder: Some(r),
+        };
+        assert!(recording.is_active());
+        recording.output(&vec![b'x'; BUFFER_SIZE * 2]);
+        assert!(!recording.is_active(), "stopped at the first failed write");
+        // Everything after is a no-op, and finishing does not panic.
+        recording.output(b"more");
+        recording.input(b"typed");
+        recording.resize(100, 30);
+        recording.tick();
+        recording.finish();
+    }
+
+    #[test]
+    fn recording_starts_at_ready_with_an_early_resize() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), false);
+        let mut recording = Recording::new(Some(&s), "abcd1234", "xterm");
+        recording.output(b"before ready is not recorded");
+        recording.resize(120, 40);
+        assert!(!recording.is_active());
+        recording.start(80, 24, "me@h:22");
+        assert!(recording.is_active());
+        recording.output(b"after");
+        recording.finish();
+        let path = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let cast = asciicast::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let data: Vec<_> = cast.events.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data, ["120x40", "after"]);
+
+        // Off: nothing is created, every call is a no-op.
+        let mut off = Recording::new(None, "abcd1234", "xterm");
+        off.start(80, 24, "t");
+        off.output(b"x");
+        assert!(!off.is_active());
+        off.finish();
+    }
+
+    #[test]
     fn prepare_dir_creates_a_private_directory() {
         let dir = tempfile::tempdir().unwrap();
         let nested = dir.path().join("a/b");

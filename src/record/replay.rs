@@ -17,6 +17,7 @@ use super::asciicast::{self, Cast, CastError, Kind};
 #[derive(Debug, Parser)]
 #[command(
     name = "alfresco-ssh replay",
+    bin_name = "alfresco-ssh replay",
     about = "Play a session recording (asciicast v2, from --record-dir) in this terminal."
 )]
 pub struct ReplayArgs {

@@ -322,3 +322,23 @@ async fn recordings_need_the_token_and_plain_names() {
     );
     gw.stop().await;
 }
+
+/// A recording that cannot be made (the directory vanished after start-up) is logged and
+/// skipped; the session itself works as without recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_that_cannot_be_made_does_not_cost_the_session() {
+    let sshd = Sshd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("recordings");
+    let gw = Gateway::start_recording(&dir, false).await;
+    std::fs::remove_dir(&dir).unwrap();
+    let mut term = gw.open(&password_body(&sshd), 80, 24).await;
+    term.ready().await;
+    assert_eq!(term.run("echo still-here").await, "still-here\r\n");
+    term.input("exit 4\r").await;
+    assert_eq!(term.expect("ssh-closed").await["exit_status"], 4);
+    term.expect_close().await;
+    gw.assert_idle().await;
+    assert!(!dir.exists(), "nothing was created in its place");
+    gw.stop().await;
+}
