@@ -214,6 +214,19 @@ fn with_config_file(
         ) {
             continue;
         }
+        // A switch (`record-input = true`) is the bare flag; `false` leaves it off.
+        if !arg.get_action().takes_values() {
+            match value {
+                toml::Value::Boolean(true) => injected.push(format!("--{key}").into()),
+                toml::Value::Boolean(false) => {}
+                _ => {
+                    return Err(ConfigError(format!(
+                        "{where_}: key `{key}` must be true or false"
+                    )));
+                }
+            }
+            continue;
+        }
         let values = match value {
             toml::Value::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>(),
             other => scalar(other).map(|v| vec![v]),
@@ -746,6 +759,24 @@ mod tests {
         assert!(c.record.unwrap().record_input);
         let e = parse(&["--record-input"]).unwrap_err();
         assert_eq!(e.0, "--record-input needs --record-dir");
+        let file_setting = format!("record-dir = {path:?}\nrecord-input = true\n");
+        assert!(
+            with_file(&file_setting, &[])
+                .unwrap()
+                .record
+                .unwrap()
+                .record_input
+        );
+        let file_setting = format!("record-dir = {path:?}\nrecord-input = false\n");
+        assert!(
+            !with_file(&file_setting, &[])
+                .unwrap()
+                .record
+                .unwrap()
+                .record_input
+        );
+        let e = with_file("record-input = \"yes\"\n", &[]).unwrap_err();
+        assert!(e.0.contains("`record-input` must be true or false"), "{e}");
         let file = dir.path().join("file");
         std::fs::write(&file, "").unwrap();
         let e = parse(&["--record-dir", file.to_str().unwrap()]).unwrap_err();
