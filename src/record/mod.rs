@@ -125,9 +125,9 @@ impl Recording {
 
 /// One session's cast file, written as the session runs.
 ///
-/// Writes are blocking and happen on the session's task; they are buffered, so the task
-/// touches the file at most once per `BUFFER_SIZE` bytes or once per `FLUSH_EVERY` (from
-/// `tick`), which costs less than the WebSocket frames the same bytes become.
+/// Writes are blocking and happen on the session's task. That is acceptable because they
+/// are buffered: the task touches the file once per `BUFFER_SIZE` bytes, once per
+/// `FLUSH_EVERY` (from `tick`) and at `finish`, never per event.
 pub struct Recorder {
     path: PathBuf,
     /// `None` once a write failed: the recording stopped, the session goes on.
