@@ -23,8 +23,9 @@ $(ASSETS_STAMP): assets/package.json assets/package-lock.json
 	@command -v npm >/dev/null || { apt-get update -qq && $(APT_GET) install -y -qq npm; }
 	cd assets && npm ci --no-audit --no-fund --loglevel=error
 
-## What the tests need beyond the build: OpenSSH's sshd, Chromium and ChromeDriver, and the
-## throw-away test account the test sshd logs into.
+## What the tests need beyond the build: OpenSSH's sshd, Chromium and ChromeDriver, asciinema
+## (the recording tests check our files with it), and the throw-away test account the test
+## sshd logs into.
 test-deps:
 	@missing=""; \
 	  [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
@@ -32,6 +33,7 @@ test-deps:
 	  [ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	  command -v openssl >/dev/null || missing="$$missing openssl"; \
+	  command -v asciinema >/dev/null || missing="$$missing asciinema"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && $(APT_GET) install -y -qq --no-install-recommends $$missing; \

@@ -1,5 +1,6 @@
-//! Embeds the terminal page and the files listed in `assets/manifest.txt` into the binary,
-//! so the release binary needs no files beside it. Generates `$OUT_DIR/assets.rs`.
+//! Embeds the terminal page, the recording player page and the files listed in
+//! `assets/manifest.txt` into the binary, so the release binary needs no files beside it.
+//! Generates `$OUT_DIR/assets.rs`.
 //!
 //! The xterm files come from `assets/node_modules` (pinned in assets/package-lock.json):
 //! run `make assets` (npm ci) before building.
@@ -34,7 +35,11 @@ fn main() {
         writeln!(out, "    {entry},").unwrap();
     }
     out.push_str("];\n");
-    for (constant, file) in [("PAGE", "index.html"), ("NOT_FOUND_PAGE", "404.html")] {
+    for (constant, file) in [
+        ("PAGE", "index.html"),
+        ("NOT_FOUND_PAGE", "404.html"),
+        ("PLAYER_PAGE", "player.html"),
+    ] {
         let entry = entry(file, &root.join(file));
         writeln!(out, "pub static {constant}: Asset = {entry};").unwrap();
     }

@@ -13,6 +13,7 @@ use clap::{CommandFactory, Parser, ValueEnum};
 use tokio_rustls::rustls::ServerConfig;
 
 use crate::destination::DestinationPolicy;
+use crate::record::{self, RecordSettings};
 use crate::secret::Secret;
 use crate::tls;
 
@@ -163,6 +164,16 @@ pub struct Args {
     /// (systemd), else $HOME/.local/state/alfresco-ssh.
     #[arg(long, env = "ALFRESCO_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Record every session as an asciicast v2 file in DIR (created 0700 if missing; files
+    /// are 0600). Play one with `alfresco-ssh replay FILE`, or at /recordings/<name>.
+    #[arg(long, env = "ALFRESCO_RECORD_DIR", value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
+
+    /// Also record what is typed, which includes passwords typed at prompts. Needs
+    /// --record-dir.
+    #[arg(long, env = "ALFRESCO_RECORD_INPUT")]
+    pub record_input: bool,
 }
 
 /// A bearer token for POST /create-session, and the name logs know it by.
@@ -216,6 +227,19 @@ fn with_config_file(
             matches.value_source(arg.get_id().as_str()),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         ) {
+            continue;
+        }
+        // A switch (`record-input = true`) is the bare flag; `false` leaves it off.
+        if !arg.get_action().takes_values() {
+            match value {
+                toml::Value::Boolean(true) => injected.push(format!("--{key}").into()),
+                toml::Value::Boolean(false) => {}
+                _ => {
+                    return Err(ConfigError(format!(
+                        "{where_}: key `{key}` must be true or false"
+                    )));
+                }
+            }
             continue;
         }
         let values = match value {
@@ -324,6 +348,8 @@ pub struct Config {
     pub host_key_policy: HostKeyPolicy,
     /// `None`: accept-new remembers keys in memory only, until the process exits.
     pub state_dir: Option<PathBuf>,
+    /// `None`: sessions are not recorded.
+    pub record: Option<RecordSettings>,
 }
 
 impl Config {
@@ -354,6 +380,7 @@ impl Config {
             known_hosts: None,
             host_key_policy: HostKeyPolicy::AcceptNew,
             state_dir: None,
+            record: None,
         }
     }
 
@@ -434,6 +461,7 @@ impl TryFrom<&Args> for Config {
             (Some(_), None) => return Err(ConfigError("--tls-cert needs --tls-key".into())),
             (None, Some(_)) => return Err(ConfigError("--tls-key needs --tls-cert".into())),
         };
+        let record = check_record(args)?;
         Ok(Config {
             listen: args.listen,
             public_url,
@@ -458,8 +486,30 @@ impl TryFrom<&Args> for Config {
             known_hosts: args.known_hosts.clone(),
             host_key_policy: args.host_key_policy,
             state_dir: args.state_dir.clone(),
+            record,
         })
     }
+}
+
+/// The recording directory must exist or be creatable, and writable, at start-up: a
+/// session is never refused for a recording that cannot be made, so find out now.
+fn check_record(args: &Args) -> Result<Option<RecordSettings>, ConfigError> {
+    let Some(dir) = &args.record_dir else {
+        if args.record_input {
+            return Err(ConfigError("--record-input needs --record-dir".into()));
+        }
+        return Ok(None);
+    };
+    record::prepare_dir(dir).map_err(|e| {
+        ConfigError(format!(
+            "--record-dir {}: cannot create or write there: {e}",
+            dir.display()
+        ))
+    })?;
+    Ok(Some(RecordSettings {
+        dir: dir.clone(),
+        record_input: args.record_input,
+    }))
 }
 
 /// A locale name such as `C.UTF-8` or `en_US.UTF-8`; empty means none.
@@ -755,6 +805,49 @@ mod tests {
         std::fs::write(key, "garbage").unwrap();
         let e = parse(&["--tls-cert", cert, "--tls-key", key]).unwrap_err();
         assert!(e.0.starts_with("no private key"), "{e}");
+    }
+
+    #[test]
+    fn record_flags() {
+        assert_eq!(parse(&[]).unwrap().record, None);
+        let dir = tempfile::tempdir().unwrap();
+        let recordings = dir.path().join("recordings");
+        let path = recordings.to_str().unwrap();
+        let c = parse(&["--record-dir", path]).unwrap();
+        assert_eq!(
+            c.record,
+            Some(RecordSettings {
+                dir: recordings.clone(),
+                record_input: false
+            })
+        );
+        assert!(recordings.is_dir(), "created at start-up");
+        let c = parse(&["--record-dir", path, "--record-input"]).unwrap();
+        assert!(c.record.unwrap().record_input);
+        let e = parse(&["--record-input"]).unwrap_err();
+        assert_eq!(e.0, "--record-input needs --record-dir");
+        let file_setting = format!("record-dir = {path:?}\nrecord-input = true\n");
+        assert!(
+            with_file(&file_setting, &[])
+                .unwrap()
+                .record
+                .unwrap()
+                .record_input
+        );
+        let file_setting = format!("record-dir = {path:?}\nrecord-input = false\n");
+        assert!(
+            !with_file(&file_setting, &[])
+                .unwrap()
+                .record
+                .unwrap()
+                .record_input
+        );
+        let e = with_file("record-input = \"yes\"\n", &[]).unwrap_err();
+        assert!(e.0.contains("`record-input` must be true or false"), "{e}");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let e = parse(&["--record-dir", file.to_str().unwrap()]).unwrap_err();
+        assert!(e.0.starts_with("--record-dir "), "{e}");
     }
 
     #[test]

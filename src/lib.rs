@@ -13,8 +13,9 @@
 //!
 //! Leaves used by all: `config` (checked settings), `tls` (the certificate and key, loaded
 //! and checked with the config), `request` (what a session asks for), `secret` (credentials
-//! that cannot leak). `server` ties them together, and does the TLS handshake when
-//! configured; `main` only turns the command line into a `Config`.
+//! that cannot leak), `record` (session recordings as asciicast files, and their replay).
+//! `server` ties them together, and does the TLS handshake when configured; `main` only
+//! turns the command line into a `Config` (or hands `replay FILE` to `record::replay`).
 //!
 //! The HTTP and WebSocket contract is docs/PROTOCOL.md.
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod config;
 pub mod destination;
 pub mod http;
 pub mod metrics;
+pub mod record;
 pub mod request;
 pub mod secret;
 pub mod server;

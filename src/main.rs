@@ -1,5 +1,5 @@
 //! The command line: flags and environment into a `Config`, logging, the listener and
-//! signals. Everything else lives in the library.
+//! signals; or `replay FILE`, handed to the library. Everything else lives in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +9,13 @@ use tracing_subscriber::EnvFilter;
 use alfresco_ssh::{Config, Server};
 
 fn main() -> ExitCode {
-    match run() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // A subcommand before the flags: the server's flags are all options, so a bare
+    // `replay` cannot be mistaken for one of them.
+    if argv.get(1).is_some_and(|a| a == "replay") {
+        return replay(argv.into_iter().skip(1));
+    }
+    match run(argv) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("alfresco-ssh: {message}");
@@ -18,8 +24,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), String> {
-    let mut args = match alfresco_ssh::config::parse_command_line(std::env::args_os().collect()) {
+/// `alfresco-ssh replay FILE [--speed X] [--idle-limit SECS]`.
+fn replay(argv: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
+    use alfresco_ssh::record::replay::{ReplayArgs, play};
+    let args = ReplayArgs::try_parse(argv).unwrap_or_else(|clap_answer| clap_answer.exit());
+    match play(&args, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("alfresco-ssh replay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(argv: Vec<std::ffi::OsString>) -> Result<(), String> {
+    let mut args = match alfresco_ssh::config::parse_command_line(argv) {
         Ok(args) => args,
         // Help, version and flag errors: clap prints them and exits with the right status.
         Err(Ok(clap_answer)) => clap_answer.exit(),
@@ -79,6 +98,9 @@ fn run() -> Result<(), String> {
             "listening on {scheme}://{addr}; create sessions with POST {base}/create-session"
         );
         tracing::info!("destinations: {}", config.destinations.summary());
+        if let Some(record) = &config.record {
+            tracing::info!(dir = %record.dir.display(), input = record.record_input, "recording sessions");
+        }
         if config.is_cleartext_exposed() {
             tracing::warn!(
                 "listening on {addr} without TLS: passwords and keys sent to create-session, \

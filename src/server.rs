@@ -98,6 +98,7 @@ impl Server {
             resume_grace: config.resume_grace,
             resume_buffer: config.resume_buffer,
             max_viewers: config.max_viewers,
+            record: config.record.clone(),
         });
         let http = Arc::new(http::State {
             store,

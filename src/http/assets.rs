@@ -1,4 +1,4 @@
-//! The embedded page and static files (generated into the binary by build.rs).
+//! The embedded pages and static files (generated into the binary by build.rs).
 //!
 //! Static files are served with their content type, an ETag and a day of caching; the
 //! terminal page with `no-store` and a strict Content-Security-Policy. Nothing from the
@@ -75,11 +75,20 @@ pub fn serve(asset: &Asset, request_headers: &HeaderMap) -> Response<Full<Bytes>
 
 /// The terminal page (200) or the friendly not-found page (404).
 pub fn page(found: bool, csp: &HeaderValue) -> Response<Full<Bytes>> {
-    let (asset, status) = if found {
-        (&PAGE, StatusCode::OK)
+    if found {
+        html(&PAGE, StatusCode::OK, csp)
     } else {
-        (&NOT_FOUND_PAGE, StatusCode::NOT_FOUND)
-    };
+        html(&NOT_FOUND_PAGE, StatusCode::NOT_FOUND, csp)
+    }
+}
+
+/// The recording player page; the same for every recording name (it reads its own URL).
+pub fn player(csp: &HeaderValue) -> Response<Full<Bytes>> {
+    html(&PLAYER_PAGE, StatusCode::OK, csp)
+}
+
+/// A page under the page CSP, never cached.
+fn html(asset: &Asset, status: StatusCode, csp: &HeaderValue) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from_static(asset.bytes)));
     *res.status_mut() = status;
     let headers = res.headers_mut();

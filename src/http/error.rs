@@ -40,6 +40,7 @@ pub const CODES: &[&str] = &[
     "destination_forbidden",
     "unknown_session",
     "too_many_share_links",
+    "recording_unavailable",
 ];
 
 impl ApiError {
@@ -184,6 +185,15 @@ impl ApiError {
             format!("this session already has {max} share links; revoke one first")
         };
         Self::new(StatusCode::CONFLICT, "too_many_share_links", message)
+    }
+
+    /// A recording (or the recording directory) exists but cannot be served.
+    pub fn recording_unavailable(why: &str) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "recording_unavailable",
+            why,
+        )
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {

@@ -5,6 +5,7 @@ mod api;
 mod assets;
 mod auth;
 mod error;
+mod recordings;
 mod share;
 
 use std::net::SocketAddr;
@@ -86,6 +87,12 @@ pub async fn route(
                 .map(|a| assets::serve(a, req.headers()))
                 .ok_or_else(ApiError::not_found)
         }
+        (&Method::GET, "/recordings") => recordings::list(req.headers(), &state).await,
+        (_, "/recordings") => Err(ApiError::method_not_allowed("GET")),
+        (&Method::GET, p) if p.starts_with("/recordings/") => {
+            recordings::get(&p["/recordings/".len()..], req.headers(), &state).await
+        }
+        (_, p) if p.starts_with("/recordings/") => Err(ApiError::method_not_allowed("GET")),
         (&Method::GET | &Method::HEAD, "/favicon.ico") => assets::find("favicon.svg")
             .map(|a| assets::serve(a, req.headers()))
             .ok_or_else(ApiError::not_found),

@@ -25,6 +25,7 @@ use super::session::{
 };
 use super::viewer::Viewers;
 use super::{Context, Socket};
+use crate::record::{FLUSH_EVERY, Recording};
 use crate::ssh::{Bridge, BridgeEvent, Input};
 
 /// Largest binary frame a replay or a viewer's snapshot is cut into (the bridge's own
@@ -40,8 +41,8 @@ pub(super) async fn run(
     ctx: &Context,
     ws: Socket,
     bridge: Bridge,
-    registration: Registration,
-    commands: mpsc::Receiver<Command>,
+    (registration, commands): (Registration, mpsc::Receiver<Command>),
+    recording: Recording,
     counts: &mut Counts,
     size: (u16, u16),
 ) -> Ended {
@@ -49,6 +50,7 @@ pub(super) async fn run(
         ctx,
         client: Some(ws),
         registration,
+        recording,
         ring: Ring::new(ctx.resume_buffer),
         viewers: Viewers::default(),
         size,
@@ -70,6 +72,7 @@ pub(super) async fn run(
         }
     };
     live.viewers.end_all(last.0, last.1);
+    live.recording.finish();
     (outcome, client)
 }
 
@@ -78,6 +81,8 @@ struct Live<'c> {
     /// The interactive client, when one is attached.
     client: Option<Socket>,
     registration: Registration,
+    /// The asciicast file (`--record-dir`); inert when recording is off.
+    recording: Recording,
     ring: Ring,
     viewers: Viewers,
     /// The terminal size last asked for.
@@ -114,6 +119,8 @@ impl Live<'_> {
         // fires early it is pushed to `last_activity + idle`. No timer work per frame.
         let idle = tokio::time::sleep_until(ctx.idle_timeout.map_or(never, |t| now + t));
         let grace = tokio::time::sleep_until(never);
+        // Recording: buffered events reach the file at least this often.
+        let mut record_flush = tokio::time::interval(FLUSH_EVERY);
         tokio::pin!(lifetime, idle, grace);
         let mut last_activity = now;
         // Whether the session is running without a client, waiting for one to resume.
@@ -179,6 +186,7 @@ impl Live<'_> {
                         last_activity = tokio::time::Instant::now();
                         counts.bytes_out += bytes.len() as u64;
                         self.ring.push(&bytes);
+                        self.recording.output(&bytes);
                         self.viewers.output(&bytes);
                         if self.client.is_some() {
                             counts.frames_out += 1;
@@ -189,6 +197,7 @@ impl Live<'_> {
                         tracing::info!("shell ready");
                         ctx.metrics.connected(counts.claimed.elapsed().as_secs_f64());
                         self.size = (cols, rows);
+                        self.recording.start(cols, rows, &self.target);
                         if ctx.resume_grace.is_some() {
                             self.token = Some(self.registration.rotate_token());
                         }
@@ -240,6 +249,7 @@ impl Live<'_> {
                             last_activity = tokio::time::Instant::now();
                             counts.bytes_in += bytes.len() as u64;
                             counts.frames_in += 1;
+                            self.recording.input(&bytes);
                             pending = Some(Input::Data(bytes));
                         }
                         Ok(ClientEvent::Resize { cols, rows }) => {
@@ -260,6 +270,7 @@ impl Live<'_> {
                         Err(e) => return self.end(bad_message(e.0)),
                     }
                 }
+                _ = record_flush.tick(), if self.recording.is_active() => self.recording.tick(),
                 _ = ping.tick(), if self.client.is_some() => {
                     self.send_client(Message::Ping(Default::default())).await;
                 }
@@ -288,6 +299,7 @@ impl Live<'_> {
 
     fn resized(&mut self, cols: u16, rows: u16) {
         self.size = (cols, rows);
+        self.recording.resize(cols, rows);
         self.viewers
             .broadcast(&ServerEvent::TerminalSize { cols, rows }.encode());
     }

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
+use crate::record::RecordSettings;
 use crate::ssh::{Dialer, HostKeys, SshErrorKind};
 use crate::store::Store;
 
@@ -77,6 +78,8 @@ pub struct Context {
     pub resume_buffer: usize,
     /// Viewers at once per session, and share links per session (`--max-viewers`).
     pub max_viewers: usize,
+    /// Where and what to record (`--record-dir`); `None`: sessions are not recorded.
+    pub record: Option<RecordSettings>,
 }
 
 /// Why an upgrade was refused before the 101.

@@ -17,6 +17,7 @@ use super::live;
 use super::protocol::{self, ClientEvent, ServerEvent};
 use super::registry::Command;
 use super::{Context, Socket};
+use crate::record::Recording;
 use crate::ssh::{Bridge, ExitInfo, SshError, SshErrorKind, Start};
 
 /// The client must say which session it wants this soon after the upgrade.
@@ -207,6 +208,12 @@ async fn run(ws: Socket, ctx: &Context, id: Uuid, size: (u16, u16)) -> live::End
     };
     slot.assign(&request.creator);
     let target = request.target.clone();
+    // Recording (--record-dir): the file is created once the shell is ready.
+    let recording = Recording::new(
+        ctx.record.as_ref(),
+        &id.simple().to_string()[..8],
+        &request.term,
+    );
     tracing::info!(%target, auth = request.credentials.method(), "session claimed");
     let started = Instant::now();
 
@@ -253,7 +260,16 @@ async fn run(ws: Socket, ctx: &Context, id: Uuid, size: (u16, u16)) -> live::End
         target: target.to_string(),
     };
     let (registration, commands) = ctx.registry.register(id);
-    let ended = live::run(ctx, ws, bridge, registration, commands, &mut counts, size).await;
+    let ended = live::run(
+        ctx,
+        ws,
+        bridge,
+        (registration, commands),
+        recording,
+        &mut counts,
+        size,
+    )
+    .await;
     ctx.metrics.traffic(
         counts.bytes_in,
         counts.bytes_out,

@@ -11,6 +11,8 @@ mod docs;
 mod fuzz;
 mod host_keys;
 mod lifecycle;
+mod player;
+mod recording;
 mod resume;
 mod resume_page;
 mod secrets;

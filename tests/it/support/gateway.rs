@@ -90,6 +90,15 @@ impl Client {
         self.raw(&format!("GET {path} HTTP/1.1"), b"").await
     }
 
+    /// A GET with the test API token.
+    pub async fn get_authorized(&self, path: &str) -> HttpResponse {
+        self.raw(
+            &format!("GET {path} HTTP/1.1\r\nAuthorization: Bearer {TEST_TOKEN}"),
+            b"",
+        )
+        .await
+    }
+
     /// A POST with the test API token.
     pub async fn post(&self, path: &str, content_type: &str, body: &[u8]) -> HttpResponse {
         self.raw(
@@ -187,6 +196,17 @@ impl Gateway {
 
     pub async fn start() -> Gateway {
         Self::start_with(|_| {}).await
+    }
+
+    /// Starts the gateway recording sessions into `dir` (made as `--record-dir` makes it),
+    /// with or without `--record-input`.
+    pub async fn start_recording(dir: &std::path::Path, record_input: bool) -> Gateway {
+        alfresco_ssh::record::prepare_dir(dir).expect("the recording directory");
+        let settings = alfresco_ssh::record::RecordSettings {
+            dir: dir.to_owned(),
+            record_input,
+        };
+        Self::start_with(|c| c.record = Some(settings)).await
     }
 
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Gateway {
