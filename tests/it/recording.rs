@@ -342,3 +342,50 @@ async fn a_recording_that_cannot_be_made_does_not_cost_the_session() {
     assert!(!dir.exists(), "nothing was created in its place");
     gw.stop().await;
 }
+
+/// A recording belongs to the session, not to a socket: it goes on across a drop and a
+/// resume, and holds the output sent while no one was attached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_spans_a_resume() {
+    let sshd = Sshd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("recordings");
+    alfresco_ssh::record::prepare_dir(&dir).unwrap();
+    let settings = alfresco_ssh::record::RecordSettings {
+        dir: dir.clone(),
+        record_input: false,
+    };
+    let gw = Gateway::start_with(|c| {
+        c.record = Some(settings);
+        c.resume_grace = Some(std::time::Duration::from_secs(60));
+    })
+    .await;
+    let id = gw.create_id(&password_body(&sshd)).await;
+    let mut first = gw.ws().await;
+    first.start(&id, 80, 24).await;
+    let token = first.ready().await["resume_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Printed after the socket is gone: only the ring and the recording see it at first.
+    first.input("sleep 0.5; echo while-''away\r").await;
+    let mut sent = first.output.clone();
+    let offset = sent.len();
+    first.vanish();
+    let mut second = gw.ws().await;
+    second
+        .send_event(
+            "resume-session",
+            serde_json::json!({"token": token, "offset": offset, "cols": 80, "rows": 24}),
+        )
+        .await;
+    second.expect("session-resumed").await;
+    second.wait_for("while-away\r\n").await;
+    second.input("exit\r").await;
+    second.expect("ssh-closed").await;
+    gw.assert_idle().await;
+
+    let (_, events) = read_cast(&only_recording(&dir));
+    sent.extend_from_slice(&second.output);
+    assert_eq!(joined(&events, "o"), String::from_utf8(sent).unwrap());
+}
