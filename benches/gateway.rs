@@ -105,6 +105,9 @@ fn main() {
     if wanted("integrity") {
         all.extend(integrity(&bed));
     }
+    if wanted("record") {
+        all.extend(record(&bed));
+    }
 
     println!("\n## Summary\n");
     println!("| scenario | figure | direct | gateway | gateway/direct |");
@@ -504,6 +507,73 @@ fn scale(bed: &Bed, n: usize) -> Vec<(String, Row)> {
         "scale",
         rows,
         json!({"n": n, "concurrency": SCALE_CONCURRENCY}),
+    )
+}
+
+/// 6. What recording costs (`--record-dir`): the 1-session `cat` through a second gateway
+/// that records every session, interleaved with the plain gateway. The "direct" column is
+/// the plain gateway here, so the ratio is recording / not recording.
+fn record(bed: &Bed) -> Vec<(String, Row)> {
+    let deadline = Deadline::new("record");
+    let dir = tempfile::Builder::new()
+        .prefix("alfresco-bench-rec-")
+        .tempdir()
+        .expect("create the recording dir");
+    let rec_dir = dir.path().join("recordings");
+    let recording = GatewayProcess::start_with(&["--record-dir", rec_dir.to_str().unwrap()]);
+    let path = bed.files.printable.clone();
+    let mut plain = Gw::open(current_thread_runtime(), bed.gateway.addr, &bed.body());
+    wait_for(&mut plain, PROMPT);
+    let mut rec = Gw::open(current_thread_runtime(), recording.addr, &bed.body());
+    wait_for(&mut rec, PROMPT);
+    let (mut p_rate, mut r_rate, mut p_cpu, mut r_cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..THROUGHPUT_RUNS {
+        eprintln!("record: run {}/{THROUGHPUT_RUNS}", run + 1);
+        for (gw, process, rate, cpu) in [
+            (&mut plain, &bed.gateway, &mut p_rate, &mut p_cpu),
+            (&mut rec, &recording, &mut r_rate, &mut r_cpu),
+        ] {
+            let cpu0 = process.cpu_ticks();
+            let secs = cat_run(gw, &path, &deadline);
+            rate.push(PAYLOAD_BYTES as f64 / MIB / secs);
+            cpu.push(ticks_ms(process.cpu_ticks() - cpu0, bed.clk_tck) / mib(PAYLOAD_BYTES));
+        }
+    }
+    plain.close();
+    rec.close();
+    recording.wait_idle();
+    let recorded: u64 = fs::read_dir(&rec_dir)
+        .expect("read the recording dir")
+        .map(|e| e.expect("a directory entry").metadata().expect("stat").len())
+        .sum();
+    let rows = vec![
+        Row::new(
+            "1 session, recording vs not",
+            "MiB/s",
+            median(&p_rate),
+            median(&r_rate),
+        ),
+        Row::new(
+            "gateway CPU per MiB, recording vs not",
+            "ms/MiB",
+            median(&p_cpu),
+            median(&r_cpu),
+        ),
+        Row::new(
+            "recording file bytes per output byte",
+            "ratio",
+            f64::NAN,
+            recorded as f64 / (THROUGHPUT_RUNS * PAYLOAD_BYTES) as f64,
+        ),
+    ];
+    report(
+        "record",
+        rows,
+        json!({"runs": THROUGHPUT_RUNS, "payload_bytes": PAYLOAD_BYTES,
+               "plain_mib_s": p_rate, "recording_mib_s": r_rate,
+               "plain_cpu_ms_per_mib": p_cpu, "recording_cpu_ms_per_mib": r_cpu,
+               "recorded_bytes": recorded}),
     )
 }
 
@@ -1004,6 +1074,11 @@ struct ProcStatus {
 
 impl GatewayProcess {
     fn start() -> GatewayProcess {
+        Self::start_with(&[])
+    }
+
+    /// The gateway with `extra` flags besides the benchmark's own.
+    fn start_with(extra: &[&str]) -> GatewayProcess {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
             .expect("find a free loopback port")
@@ -1023,6 +1098,7 @@ impl GatewayProcess {
                 "--resume-grace",
                 "0",
             ])
+            .args(extra)
             .env("ALFRESCO_API_TOKEN", BENCH_TOKEN)
             .stdin(Stdio::null())
             .process_group(0)
