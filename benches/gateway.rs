@@ -545,7 +545,12 @@ fn record(bed: &Bed) -> Vec<(String, Row)> {
     recording.wait_idle();
     let recorded: u64 = fs::read_dir(&rec_dir)
         .expect("read the recording dir")
-        .map(|e| e.expect("a directory entry").metadata().expect("stat").len())
+        .map(|e| {
+            e.expect("a directory entry")
+                .metadata()
+                .expect("stat")
+                .len()
+        })
         .sum();
     let rows = vec![
         Row::new(

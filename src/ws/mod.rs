@@ -190,11 +190,12 @@ pub fn upgrade<B>(
     let accept = websocket_key(req.headers())
         .map(derive_accept_key)
         .ok_or(Refusal::NotWebSocket)?;
-    if ctx.draining.is_cancelled() {
+    // A full or draining gateway still upgrades: the socket may be resuming or viewing a
+    // live session, which takes no new slot and may go on until the drain ends. A new
+    // session is refused after its `start-session` instead.
+    if ctx.shutdown.is_cancelled() {
         return Err(Refusal::ShuttingDown);
     }
-    // A full gateway still upgrades: the socket may be resuming or viewing a live session,
-    // which takes no new slot. A new session is refused after `start-session` instead.
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tracker = ctx.tracker.clone();
     tracker.spawn(async move {

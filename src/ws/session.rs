@@ -189,6 +189,14 @@ async fn hand_over(
 /// Claims session `id`, connects, and runs it until it ends. Returns how it ended and the
 /// client socket attached at the end, if any.
 async fn run(ws: Socket, ctx: &Context, id: Uuid, size: (u16, u16)) -> live::Ended {
+    if ctx.draining.is_cancelled() {
+        let outcome = Outcome::error(
+            "server_shutdown",
+            "the gateway is shutting down and takes no new sessions",
+            CloseCode::Away,
+        );
+        return (outcome, Some(ws));
+    }
     // The slot first: a full gateway must not burn the one-time link.
     let Some(mut slot) = ctx.slots.try_acquire() else {
         let outcome = Outcome::error(

@@ -233,3 +233,41 @@ async fn without_resume_there_is_no_token_and_the_session_ends_with_its_socket()
     term.vanish();
     gw.assert_idle().await;
 }
+
+/// A shutdown drain takes no new sessions, but a live one can still come back to its page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_can_be_resumed_during_the_drain() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start_with(|c| {
+        c.resume_grace = Some(Duration::from_secs(60));
+        c.drain_timeout = Duration::from_secs(5);
+    })
+    .await;
+    let pending = gw.create_id(&password_body(&sshd)).await;
+    let (mut first, token) = open(&gw, &sshd).await;
+    let probe = gw.client();
+    let stopping = tokio::spawn(gw.stop());
+    assert_eq!(first.expect("warning").await["code"], "server_draining");
+    let offset = first.output.len();
+    first.vanish();
+
+    let mut back = probe.ws().await;
+    back.send_event(
+        "resume-session",
+        json!({"token": token, "offset": offset, "cols": 80, "rows": 24}),
+    )
+    .await;
+    resumed(&mut back, &token).await;
+    // The page that came back is told about the drain too.
+    assert_eq!(back.expect("warning").await["code"], "server_draining");
+    assert_eq!(back.run("echo back-''in-drain").await, "back-in-drain\r\n");
+
+    let mut new = probe.ws().await;
+    new.start(&pending, 80, 24).await;
+    assert_eq!(new.expect_error("server_shutdown").await.1, Some(1001));
+    assert_eq!(back.expect_error("server_shutdown").await.1, Some(1001));
+    tokio::time::timeout(crate::support::WAIT, stopping)
+        .await
+        .expect("stops in time")
+        .unwrap();
+}
