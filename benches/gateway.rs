@@ -510,7 +510,7 @@ fn scale(bed: &Bed, n: usize) -> Vec<(String, Row)> {
     )
 }
 
-/// 6. What recording costs (`--record-dir`): the 1-session `cat` through a second gateway
+/// Scenario 6, what recording costs (`--record-dir`): the 1-session `cat` through a gateway
 /// that records every session, interleaved with the plain gateway. The "direct" column is
 /// the plain gateway here, so the ratio is recording / not recording.
 fn record(bed: &Bed) -> Vec<(String, Row)> {
