@@ -28,6 +28,9 @@ pub struct Replay {
     pub chunks: Vec<Bytes>,
 }
 
+/// How far into a truncated replay a line start is looked for (see `since`).
+const LINE_SEARCH: usize = 4096;
+
 /// An offset past the end of the output: the client claims bytes that were never sent.
 #[derive(Debug, PartialEq, Eq)]
 pub struct AheadOfOutput;
@@ -62,13 +65,21 @@ impl Ring {
         self.buf.extend(bytes);
     }
 
-    /// The bytes from `offset` on, or from the oldest byte held if that is later.
+    /// The bytes from `offset` on, or, if the oldest byte held is later, from the first
+    /// line start among the oldest bytes held: a replay that cannot be exact at least does
+    /// not begin inside a character or an escape sequence.
     pub fn since(&self, offset: u64, chunk: usize) -> Result<Replay, AheadOfOutput> {
         if offset > self.end {
             return Err(AheadOfOutput);
         }
-        let from = offset.max(self.start());
-        let skip = (from - self.start()) as usize;
+        let mut skip = offset.saturating_sub(self.start()) as usize;
+        if offset < self.start() {
+            let head = self.buf.iter().take(LINE_SEARCH);
+            if let Some(newline) = head.into_iter().position(|&b| b == b'\n') {
+                skip = newline + 1;
+            }
+        }
+        let from = self.start() + skip as u64;
         let chunk = chunk.max(1);
         let (a, b) = self.buf.as_slices();
         let (a, b) = if skip < a.len() {
@@ -134,10 +145,33 @@ mod tests {
             (r.from, r.truncated, joined(&r)),
             (2, true, b"cdef".to_vec())
         );
+        // An exact replay is never trimmed, whatever it starts with.
+        let r = ring.since(3, 64).unwrap();
+        assert_eq!(
+            (r.from, r.truncated, joined(&r)),
+            (3, false, b"def".to_vec())
+        );
         // A push larger than the ring keeps its tail.
         ring.push(b"0123456789");
         let r = ring.since(0, 64).unwrap();
         assert_eq!((r.from, joined(&r)), (12, b"6789".to_vec()));
+    }
+
+    #[test]
+    fn a_truncated_replay_starts_at_a_line() {
+        let mut ring = Ring::new(10);
+        // 23 bytes; the ring holds the last 10: "cond\nthird".
+        ring.push(b"first line\nsecond\nthird");
+        let r = ring.since(0, 64).unwrap();
+        assert_eq!(
+            (r.from, r.truncated, joined(&r)),
+            (18, true, b"third".to_vec())
+        );
+        // No line start in reach: the oldest byte held it is.
+        let mut ring = Ring::new(4);
+        ring.push(b"abcdefgh");
+        let r = ring.since(0, 64).unwrap();
+        assert_eq!((r.from, joined(&r)), (4, b"efgh".to_vec()));
     }
 
     #[test]
