@@ -606,6 +606,7 @@ fn target(asked: usize) -> Vec<(String, Row)> {
         "password": "bench",
     });
     let before = gateway.status();
+    let fds_before = open_fds(gateway.pid);
     let rt = current_thread_runtime();
     let addr = gateway.addr;
 
@@ -639,6 +640,8 @@ fn target(asked: usize) -> Vec<(String, Row)> {
         sockets.len()
     );
     let open = gateway.status();
+    // Checks FDS_PER_SESSION, which the cap on N rests on.
+    let fds_open = open_fds(gateway.pid);
     let target_rss_kb = proc_status(ssh.pid).rss_kb;
     let clk_tck = clock_ticks();
     let idle_ticks = gateway.cpu_ticks();
@@ -724,6 +727,12 @@ fn target(asked: usize) -> Vec<(String, Row)> {
         gw_only("threads before", "count", before.threads as f64),
         gw_only(&format!("threads with {n}"), "count", open.threads as f64),
         gw_only("threads after close", "count", after.threads as f64),
+        gw_only(&format!("descriptors with {n}"), "count", fds_open as f64),
+        gw_only(
+            "descriptors per session",
+            "count",
+            (fds_open as f64 - fds_before as f64) / n.max(1) as f64,
+        ),
         gw_only("RSS before", "KiB", before.rss_kb as f64),
         gw_only(&format!("RSS with {n}"), "KiB", open.rss_kb as f64),
         gw_only("RSS after close", "KiB", after.rss_kb as f64),
@@ -1497,6 +1506,13 @@ fn proc_status(pid: u32) -> ProcStatus {
         rss_kb: field("VmRSS:"),
         threads: field("Threads:"),
     }
+}
+
+/// How many descriptors a process holds now.
+fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list /proc/<pid>/fd")
+        .count()
 }
 
 /// The soft "Max open files" of a process, from `/proc/<pid>/limits`.
