@@ -49,7 +49,8 @@ test: assets test-deps lint
 	$(CARGO) test
 
 ## Gateway against direct SSH (libssh2 and OpenSSH clients), same run; see BENCHMARKS.md.
-## BENCH_SCALE_N=1000 for the 1000-session scale run.
+## BENCH_SCALE_N=1000 for the 1000-session scale run; BENCH_ONLY=target for the russh-target
+## run alone (BENCH_TARGET_N, default 10000, capped by the gateway's descriptor limit).
 bench: assets test-deps
 	$(CARGO) bench --bench gateway
 

@@ -3,7 +3,11 @@
 //! and the gateway binary as a separate process, so /proc shows the gateway's CPU, RSS and
 //! threads apart from the client's. Every loop is bounded in count and time: a run that cannot
 //! finish fails with a message instead of hanging. Only processes it started are stopped, by PID.
+//! The `target` scenario adds a second gateway and a russh SSH target (support/ssh_target.rs),
+//! which is this binary re-executed with `ssh_target::TARGET_ENV` set.
 
+#[path = "support/ssh_target.rs"]
+mod ssh_target;
 #[allow(dead_code)]
 #[path = "../tests/it/support/sshd.rs"]
 mod sshd;
@@ -12,7 +16,7 @@ mod sshd;
 mod watchdog;
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -54,6 +58,18 @@ const SCALE_N: usize = 100;
 const SCALE_CONCURRENCY: usize = 16;
 /// How long the scale scenario watches the gateway's CPU with every session idle.
 const IDLE_WINDOW: Duration = Duration::from_secs(5);
+/// Sessions the target scenario asks for (issue 4's figure); `BENCH_TARGET_N` overrides it.
+/// The gateway's descriptor limit may cap it: see `target_n`.
+const TARGET_N: usize = 10_000;
+/// Sessions opened, and typed into, at once in the target scenario: the russh target
+/// answers a handshake without forking, so more at once than `SCALE_CONCURRENCY`.
+const TARGET_CONCURRENCY: usize = 32;
+/// Descriptors a gateway session holds: its WebSocket, its SSH socket and its bridge
+/// thread's eventfd.
+const FDS_PER_SESSION: u64 = 3;
+/// Descriptors left to the gateway's own use (listener, runtime, stdio, /healthz, state
+/// files) and to the benchmark client's, when fitting N into a descriptor limit.
+const FD_RESERVE: u64 = 200;
 const UTF8_BYTES: usize = 8 << 20;
 /// The gateway's cipher preference (src/ssh/connect.rs), so direct runs the same SSH leg.
 const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
@@ -65,10 +81,20 @@ const ROWS: u16 = 24;
 const MIB: f64 = (1 << 20) as f64;
 
 fn main() {
+    // The target scenario holds one client WebSocket per session here, and the target
+    // process (our child) inherits this limit for its one socket per session.
+    raise_fd_limit();
+    if std::env::var_os(ssh_target::TARGET_ENV).is_some() {
+        ssh_target::serve();
+    }
     let scale_n = std::env::var("BENCH_SCALE_N")
         .ok()
         .map(|v| v.parse().expect("BENCH_SCALE_N is a number"))
         .unwrap_or(SCALE_N);
+    let target_n = std::env::var("BENCH_TARGET_N")
+        .ok()
+        .map(|v| v.parse().expect("BENCH_TARGET_N is a number"))
+        .unwrap_or(TARGET_N);
     let sshd = sshd::Sshd::start();
     let files = Payloads::write(&sshd.keys().ed25519);
     let gateway = GatewayProcess::start();
@@ -107,6 +133,10 @@ fn main() {
     }
     if wanted("record") {
         all.extend(record(&bed));
+    }
+    // Last: the heaviest load, on a gateway and a target of its own (both gone after it).
+    if wanted("target") {
+        all.extend(target(target_n));
     }
 
     println!("\n## Summary\n");
@@ -615,6 +645,236 @@ fn integrity(bed: &Bed) -> Vec<(String, Row)> {
     )
 }
 
+/// 6. N idle sessions through a second gateway to the russh target, each typed into once.
+///
+/// Issue 4's "10,000 against a lightweight target", so that sshd's process per session is
+/// not the limit. Every session must echo its key. N is capped by the gateway's descriptors.
+fn target(asked: usize) -> Vec<(String, Row)> {
+    let deadline = Deadline::new("target");
+    let ssh = TargetProcess::start();
+    let state = tempfile::Builder::new()
+        .prefix("alfresco-bench-target-")
+        .tempdir()
+        .expect("create the target gateway's state dir");
+    let most = asked.max(1).to_string();
+    let gateway = GatewayProcess::start_with(&[
+        "--max-sessions",
+        &most,
+        "--max-pending",
+        &most,
+        // The target makes a new host key every run, so there is nothing to pin or remember;
+        // trust on first use would also write every key to the state dir.
+        "--host-key-policy",
+        "insecure-accept-any",
+        "--state-dir",
+        state.path().to_str().expect("a UTF-8 temp dir"),
+    ]);
+    let (n, cap) = target_n(asked, &gateway);
+    eprintln!(
+        "target: russh target pid {} on {}, gateway pid {} on {}, N = {n}",
+        ssh.pid, ssh.addr, gateway.pid, gateway.addr
+    );
+    let body = json!({
+        "hostname": "127.0.0.1",
+        "port": ssh.addr.port(),
+        "username": "bench",
+        "password": "bench",
+    });
+    let before = gateway.status();
+    let fds_before = open_fds(gateway.pid);
+    let rt = current_thread_runtime();
+    let addr = gateway.addr;
+
+    let t0 = Instant::now();
+    let opened = rt.block_on(bounded(0..n, TARGET_CONCURRENCY, move |_| {
+        let body = body.clone();
+        async move {
+            let t = Instant::now();
+            let open = async {
+                let mut ws = ws_open(addr, &body).await;
+                let mut out = Vec::new();
+                while find(&out, ssh_target::PROMPT).is_none() {
+                    ws_recv(&mut ws, &mut out).await;
+                }
+                ws
+            };
+            let ws = tokio::time::timeout(WAIT, open)
+                .await
+                .unwrap_or_else(|_| panic!("no prompt within {WAIT:?}"));
+            (ws, ms(t.elapsed()))
+        }
+    }));
+    let open_secs = t0.elapsed().as_secs_f64();
+    deadline.check();
+    let (opened, open_errors) = split_results(opened);
+    let open_ms: Vec<f64> = opened.iter().map(|(_, ms)| *ms).collect();
+    let sockets: Vec<_> = opened.into_iter().map(|(ws, _)| ws).collect();
+    let health = gateway.healthz();
+    eprintln!(
+        "target: {} of {n} opened in {open_secs:.1} s; gateway says {health}",
+        sockets.len()
+    );
+    let open = gateway.status();
+    // Checks FDS_PER_SESSION, which the cap on N rests on.
+    let fds_open = open_fds(gateway.pid);
+    let target_rss_kb = proc_status(ssh.pid).rss_kb;
+    let clk_tck = clock_ticks();
+    let idle_ticks = gateway.cpu_ticks();
+    thread::sleep(IDLE_WINDOW);
+    let idle_cpu_ms = ticks_ms(gateway.cpu_ticks() - idle_ticks, clk_tck);
+    deadline.check();
+
+    // Every open session is typed into once; it counts as usable if its echo comes back.
+    let t1 = Instant::now();
+    let echoed = rt.block_on(bounded(sockets, TARGET_CONCURRENCY, |mut ws| async move {
+        let t = Instant::now();
+        tokio::time::timeout(WAIT, ws.send(Message::binary(&b"x"[..])))
+            .await
+            .expect("send a key in time")
+            .expect("send a key");
+        let mut out = Vec::new();
+        let echo = async {
+            while !out.contains(&b'x') {
+                ws_recv(&mut ws, &mut out).await;
+            }
+        };
+        tokio::time::timeout(WAIT, echo)
+            .await
+            .unwrap_or_else(|_| panic!("no echo within {WAIT:?}"));
+        (ws, ms(t.elapsed()))
+    }));
+    let echo_secs = t1.elapsed().as_secs_f64();
+    let (usable, echo_errors) = split_results(echoed);
+    let echo_ms: Vec<f64> = usable.iter().map(|(_, ms)| *ms).collect();
+    let mut sockets: Vec<_> = usable.into_iter().map(|(ws, _)| ws).collect();
+    eprintln!(
+        "target: {} of {n} echoed a key, all typed in {echo_secs:.1} s",
+        sockets.len()
+    );
+    deadline.check();
+
+    let t2 = Instant::now();
+    rt.block_on(async {
+        let closes = sockets.iter_mut().map(|ws| async move {
+            let _ = tokio::time::timeout(WAIT, ws.close(None)).await;
+        });
+        futures_util::future::join_all(closes).await;
+    });
+    drop(sockets);
+    gateway.wait_idle();
+    let limit = Instant::now() + WAIT;
+    let mut after = gateway.status();
+    while after.threads > before.threads && Instant::now() < limit {
+        thread::sleep(Duration::from_millis(20));
+        after = gateway.status();
+    }
+    let close_secs = t2.elapsed().as_secs_f64();
+    eprintln!(
+        "target: gateway before {before:?}, with {n} sessions {open:?}, after closing {after:?}"
+    );
+    drop(gateway);
+    drop(ssh);
+
+    let usable_n = echo_ms.len();
+    let per_session = (open.rss_kb as f64 - before.rss_kb as f64) / n.max(1) as f64;
+    let gw_only = |figure: &str, unit: &'static str, v: f64| Row::new(figure, unit, f64::NAN, v);
+    let pct = |v: &[f64], p: f64| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            percentile(v, p)
+        }
+    };
+    let rows = vec![
+        gw_only("sessions asked", "count", asked as f64),
+        gw_only("N, after the descriptor cap", "count", n as f64),
+        gw_only("opened to the prompt", "count", open_ms.len() as f64),
+        gw_only("usable (a typed key echoed)", "count", usable_n as f64),
+        gw_only(&format!("RSS per idle session, N={n}"), "KiB", per_session),
+        gw_only(
+            &format!(
+                "gateway CPU while {n} sessions idle {}s",
+                IDLE_WINDOW.as_secs()
+            ),
+            "ms",
+            idle_cpu_ms,
+        ),
+        gw_only("threads before", "count", before.threads as f64),
+        gw_only(&format!("threads with {n}"), "count", open.threads as f64),
+        gw_only("threads after close", "count", after.threads as f64),
+        gw_only(&format!("descriptors with {n}"), "count", fds_open as f64),
+        gw_only(
+            "descriptors per session",
+            "count",
+            (fds_open as f64 - fds_before as f64) / n.max(1) as f64,
+        ),
+        gw_only("RSS before", "KiB", before.rss_kb as f64),
+        gw_only(&format!("RSS with {n}"), "KiB", open.rss_kb as f64),
+        gw_only("RSS after close", "KiB", after.rss_kb as f64),
+        gw_only(
+            &format!("russh target RSS with {n}"),
+            "KiB",
+            target_rss_kb as f64,
+        ),
+        gw_only(&format!("time to open {n}"), "s", open_secs),
+        gw_only("open to prompt, p50", "ms", pct(&open_ms, 50.0)),
+        gw_only("open to prompt, p99", "ms", pct(&open_ms, 99.0)),
+        gw_only(
+            &format!("echo across all {n}, p50"),
+            "ms",
+            pct(&echo_ms, 50.0),
+        ),
+        gw_only(
+            &format!("echo across all {n}, p99"),
+            "ms",
+            pct(&echo_ms, 99.0),
+        ),
+        gw_only(&format!("time to type into all {n}"), "s", echo_secs),
+        gw_only("time to close all (live=0, threads back)", "s", close_secs),
+    ];
+    let first = |errors: &[String]| errors.iter().take(5).cloned().collect::<Vec<_>>();
+    let rows = report(
+        "target",
+        rows,
+        json!({"asked": asked, "n": n, "cap": cap, "concurrency": TARGET_CONCURRENCY,
+               "open_failures": open_errors.len(), "first_open_errors": first(&open_errors),
+               "echo_failures": echo_errors.len(), "first_echo_errors": first(&echo_errors)}),
+    );
+    assert!(
+        open_errors.is_empty() && echo_errors.is_empty(),
+        "target: {} of {n} sessions failed to open ({:?}) and {} failed to echo ({:?})",
+        open_errors.len(),
+        first(&open_errors),
+        echo_errors.len(),
+        first(&echo_errors)
+    );
+    rows
+}
+
+/// `asked`, capped so the gateway's sessions fit in its descriptor limit and our client
+/// WebSockets in ours; with the reason when capped, which is also printed.
+fn target_n(asked: usize, gateway: &GatewayProcess) -> (usize, Option<String>) {
+    let gateway_limit = open_files_limit(&gateway.pid.to_string());
+    let own_limit = open_files_limit("self");
+    let gateway_fits = (gateway_limit.saturating_sub(FD_RESERVE) / FDS_PER_SESSION) as usize;
+    let own_fits = own_limit.saturating_sub(FD_RESERVE) as usize;
+    let reason = if asked > gateway_fits && gateway_fits <= own_fits {
+        format!(
+            "{asked} asked, N = {gateway_fits} because the gateway process may open \
+             {gateway_limit} descriptors ({FDS_PER_SESSION} per session, {FD_RESERVE} kept back)"
+        )
+    } else if asked > own_fits {
+        format!(
+            "{asked} asked, N = {own_fits} because this benchmark process may open \
+             {own_limit} descriptors (1 per client WebSocket, {FD_RESERVE} kept back)"
+        )
+    } else {
+        return (asked, None);
+    };
+    eprintln!("target: {reason}");
+    (asked.min(gateway_fits).min(own_fits), Some(reason))
+}
+
 // ---------------------------------------------------------------------------------------
 // Work done the same way through every client
 
@@ -944,6 +1204,60 @@ async fn ws_recv(ws: &mut WebSocketStream<tokio::net::TcpStream>, out: &mut Vec<
     }
 }
 
+/// Runs `job` on every item, at most `limit` at once, each as its own task on the current
+/// runtime so that a panic (a failed wait, a closed socket) fails that item alone: its
+/// `Err` holds the panic message. In the items' order.
+async fn bounded<I, F, Fut>(
+    items: impl IntoIterator<Item = I>,
+    limit: usize,
+    job: F,
+) -> Vec<Result<Fut::Output, String>>
+where
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let permits = Arc::new(tokio::sync::Semaphore::new(limit));
+    let tasks: Vec<_> = items
+        .into_iter()
+        .map(|item| {
+            let permits = permits.clone();
+            let work = job(item);
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await.expect("semaphore open");
+                work.await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.map_err(|e| {
+            match e.try_into_panic() {
+                Ok(panic) => panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic without a message".to_owned()),
+                Err(e) => e.to_string(),
+            }
+        }));
+    }
+    out
+}
+
+/// The successes, and the error messages.
+fn split_results<T>(results: Vec<Result<T, String>>) -> (Vec<T>, Vec<String>) {
+    let mut ok = Vec::with_capacity(results.len());
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok(v) => ok.push(v),
+            Err(e) => errors.push(e),
+        }
+    }
+    (ok, errors)
+}
+
 /// `POST /create-session` with a JSON body; returns the id.
 async fn create_session(addr: SocketAddr, body: &Value) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1158,19 +1472,7 @@ impl GatewayProcess {
     }
 
     fn status(&self) -> ProcStatus {
-        let text = fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .expect("read the gateway's /proc status");
-        let field = |name: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in /proc status"))
-        };
-        ProcStatus {
-            rss_kb: field("VmRSS:"),
-            threads: field("Threads:"),
-        }
+        proc_status(self.pid)
     }
 
     /// Where the resident memory is: the gateway's mappings grouped by size (thread stacks
@@ -1207,6 +1509,112 @@ impl Drop for GatewayProcess {
         drop(self.watchdog.take());
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The russh target (support/ssh_target.rs): this bench binary re-executed, in a process of
+/// its own so its sockets count against its descriptor limit, not ours. Killed by PID on
+/// drop, and by a watchdog shell if this process dies without dropping it.
+struct TargetProcess {
+    pid: u32,
+    addr: SocketAddr,
+    child: Child,
+    watchdog: Option<Watchdog>,
+}
+
+impl TargetProcess {
+    fn start() -> TargetProcess {
+        let exe = std::env::current_exe().expect("the benchmark binary's path");
+        let mut child = Command::new(exe)
+            .env(ssh_target::TARGET_ENV, "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start the russh target");
+        let pid = child.id();
+        let stdout = child.stdout.take().expect("piped stdout");
+        // Built before the first wait, so that a panic from here on still kills it.
+        let mut target = TargetProcess {
+            pid,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            child,
+            watchdog: Some(Watchdog::spawn(&pid.to_string(), None)),
+        };
+        // Its first line is its port; read on a thread so the wait is bounded.
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("the russh target printed no port within {WAIT:?}: {e}"));
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the russh target printed {line:?}, not a port"));
+        target.addr.set_port(port);
+        target
+    }
+}
+
+impl Drop for TargetProcess {
+    fn drop(&mut self) {
+        drop(self.watchdog.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proc_status(pid: u32) -> ProcStatus {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).expect("read a /proc status");
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    ProcStatus {
+        rss_kb: field("VmRSS:"),
+        threads: field("Threads:"),
+    }
+}
+
+/// How many descriptors a process holds now.
+fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list /proc/<pid>/fd")
+        .count()
+}
+
+/// The soft "Max open files" of a process, from `/proc/<pid>/limits`.
+fn open_files_limit(pid: &str) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/limits")).expect("read /proc limits");
+    text.lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric \"Max open files\" in /proc/{pid}/limits"))
+}
+
+/// As the gateway does at start (src/main.rs): the soft descriptor limit up to the hard one.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` means unlimited, which the kernel refuses for NOFILE: leave that alone.
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum) {
+        if current < maximum {
+            let raised = Rlimit {
+                current: Some(maximum),
+                maximum: Some(maximum),
+            };
+            if let Err(e) = setrlimit(Resource::Nofile, raised) {
+                eprintln!("bench: cannot raise the open-files limit: {e}");
+            }
+        }
     }
 }
 
