@@ -447,33 +447,10 @@ fn scale(bed: &Bed, n: usize) -> Vec<(String, Row)> {
     let deadline = Deadline::new("scale");
     let before = bed.gateway.status();
     let rt = current_thread_runtime();
-    let addr = bed.gateway.addr;
-    let body = bed.body();
     let t0 = Instant::now();
-    let mut sockets = rt.block_on(async {
-        let permits = Arc::new(tokio::sync::Semaphore::new(SCALE_CONCURRENCY));
-        let opens = (0..n).map(|_| {
-            let permits = permits.clone();
-            let body = body.clone();
-            async move {
-                let _permit = permits.acquire().await.expect("semaphore open");
-                let mut ws = ws_open(addr, &body).await;
-                let mut out = Vec::new();
-                while find(&out, PROMPT).is_none() {
-                    ws_recv(&mut ws, &mut out).await;
-                }
-                ws
-            }
-        });
-        futures_util::future::join_all(opens).await
-    });
+    let sockets = scale_open(bed, &rt, n);
     let open_secs = t0.elapsed().as_secs_f64();
     deadline.check();
-    let health = bed.gateway.healthz();
-    assert_eq!(
-        health["live"], n,
-        "live sessions after opening {n}: {health}"
-    );
     let open = bed.gateway.status();
     for (size, count, rss) in bed.gateway.rss_by_mapping_size().into_iter().take(6) {
         eprintln!("scale: {count} mappings of {size} KiB hold {rss} KiB resident");
@@ -484,30 +461,33 @@ fn scale(bed: &Bed, n: usize) -> Vec<(String, Row)> {
     let idle_ticks = bed.gateway.cpu_ticks();
     thread::sleep(IDLE_WINDOW);
     let idle_cpu_ms = ticks_ms(bed.gateway.cpu_ticks() - idle_ticks, clk_tck);
-    let mut last = Gw {
-        rt: rt.clone(),
-        ws: sockets.pop().expect("n > 0"),
-    };
-    let last_echo_ms = echo_once(&mut last);
-    sockets.push(last.ws);
-
+    // Every one usable: a key typed into each session comes back.
     let t1 = Instant::now();
-    rt.block_on(async {
-        let closes = sockets.iter_mut().map(|ws| async move {
-            let _ = tokio::time::timeout(WAIT, ws.close(None)).await;
-        });
-        futures_util::future::join_all(closes).await;
-    });
-    drop(sockets);
-    bed.gateway.wait_idle();
-    // Bridge threads exit after the session is gone from `live`; wait (bounded) for them.
-    let limit = Instant::now() + WAIT;
-    let mut after = bed.gateway.status();
-    while after.threads > before.threads && Instant::now() < limit {
-        thread::sleep(Duration::from_millis(20));
-        after = bed.gateway.status();
+    let (usable, errors) = type_into_all(&rt, sockets, SCALE_CONCURRENCY);
+    let echo_secs = t1.elapsed().as_secs_f64();
+    assert!(
+        errors.is_empty(),
+        "scale: {} of {n} sessions did not echo a key: {:?}",
+        errors.len(),
+        errors.iter().take(3).collect::<Vec<_>>()
+    );
+    let (sockets, echo_ms): (Vec<_>, Vec<f64>) = usable.into_iter().unzip();
+    deadline.check();
+    let t2 = Instant::now();
+    let after = scale_close(bed, &rt, sockets, &before);
+    let close_secs = t2.elapsed().as_secs_f64();
+    // More rounds show whether the memory kept after closing is reused (the allocator
+    // holding freed pages) or lost (a leak): a leak adds the same again every round.
+    let mut rounds = vec![(open.rss_kb, after.rss_kb)];
+    for _ in 1..scale_rounds() {
+        let again = scale_open(bed, &rt, n);
+        let with = bed.gateway.status().rss_kb;
+        let after = scale_close(bed, &rt, again, &before).rss_kb;
+        rounds.push((with, after));
+        deadline.check();
     }
-    let close_secs = t1.elapsed().as_secs_f64();
+    let (open_again, after_again) = *rounds.last().expect("one round at least");
+    eprintln!("scale: RSS (KiB) with {n} and after closing, round by round: {rounds:?}");
     eprintln!(
         "scale: gateway before {before:?}, with {n} sessions {open:?}, after closing {after:?}"
     );
@@ -529,15 +509,139 @@ fn scale(bed: &Bed, n: usize) -> Vec<(String, Row)> {
         gw_only("RSS before", "KiB", before.rss_kb as f64),
         gw_only(&format!("RSS with {n}"), "KiB", open.rss_kb as f64),
         gw_only("RSS after close", "KiB", after.rss_kb as f64),
+        gw_only(
+            &format!("RSS with {n} in round {}", rounds.len()),
+            "KiB",
+            open_again as f64,
+        ),
+        gw_only(
+            &format!("RSS after closing round {}", rounds.len()),
+            "KiB",
+            after_again as f64,
+        ),
         gw_only(&format!("time to open {n}"), "s", open_secs),
-        gw_only("echo through the last one", "ms", last_echo_ms),
+        gw_only(
+            &format!("usable: a typed key echoed, of {n}"),
+            "count",
+            echo_ms.len() as f64,
+        ),
+        gw_only(
+            &format!("echo across all {n}, p50"),
+            "ms",
+            percentile(&echo_ms, 50.0),
+        ),
+        gw_only(
+            &format!("echo across all {n}, p99"),
+            "ms",
+            percentile(&echo_ms, 99.0),
+        ),
+        gw_only(&format!("time to type into all {n}"), "s", echo_secs),
         gw_only("time to close all (live=0, threads back)", "s", close_secs),
     ];
     report(
         "scale",
         rows,
-        json!({"n": n, "concurrency": SCALE_CONCURRENCY}),
+        json!({"n": n, "concurrency": SCALE_CONCURRENCY,
+               "rss_kb_with_and_after_by_round": rounds}),
     )
+}
+
+/// Open-and-close rounds of the scale scenario: `BENCH_SCALE_ROUNDS`, default 3.
+fn scale_rounds() -> usize {
+    std::env::var("BENCH_SCALE_ROUNDS")
+        .ok()
+        .map(|v| v.parse().expect("BENCH_SCALE_ROUNDS is a number"))
+        .unwrap_or(3)
+        .max(1)
+}
+
+/// Opens `n` sessions on the bench's gateway, `SCALE_CONCURRENCY` at a time, each to its
+/// prompt; checks the gateway counts them all.
+fn scale_open(bed: &Bed, rt: &Runtime, n: usize) -> Vec<WebSocketStream<tokio::net::TcpStream>> {
+    let addr = bed.gateway.addr;
+    let body = bed.body();
+    let sockets = rt.block_on(async {
+        let permits = Arc::new(tokio::sync::Semaphore::new(SCALE_CONCURRENCY));
+        let opens = (0..n).map(|_| {
+            let permits = permits.clone();
+            let body = body.clone();
+            async move {
+                let _permit = permits.acquire().await.expect("semaphore open");
+                let mut ws = ws_open(addr, &body).await;
+                let mut out = Vec::new();
+                while find(&out, PROMPT).is_none() {
+                    ws_recv(&mut ws, &mut out).await;
+                }
+                ws
+            }
+        });
+        futures_util::future::join_all(opens).await
+    });
+    let health = bed.gateway.healthz();
+    assert_eq!(
+        health["live"], n,
+        "live sessions after opening {n}: {health}"
+    );
+    sockets
+}
+
+/// Closes every socket, waits (bounded) until the gateway has no session and its bridge
+/// threads are back to `before`, and returns its status then.
+fn scale_close(
+    bed: &Bed,
+    rt: &Runtime,
+    mut sockets: Vec<WebSocketStream<tokio::net::TcpStream>>,
+    before: &ProcStatus,
+) -> ProcStatus {
+    rt.block_on(async {
+        let closes = sockets.iter_mut().map(|ws| async move {
+            let _ = tokio::time::timeout(WAIT, ws.close(None)).await;
+        });
+        futures_util::future::join_all(closes).await;
+    });
+    drop(sockets);
+    bed.gateway.wait_idle();
+    // Bridge threads exit after the session is gone from `live`; wait (bounded) for them.
+    let limit = Instant::now() + WAIT;
+    let mut after = bed.gateway.status();
+    while after.threads > before.threads && Instant::now() < limit {
+        thread::sleep(Duration::from_millis(20));
+        after = bed.gateway.status();
+    }
+    after
+}
+
+/// What `type_into_all` found: the sessions that echoed (with the echo time, ms) and why the
+/// others did not.
+type Typed = (
+    Vec<(WebSocketStream<tokio::net::TcpStream>, f64)>,
+    Vec<String>,
+);
+
+/// Types one key into every session, `limit` at a time, and times each echo.
+fn type_into_all(
+    rt: &Runtime,
+    sockets: Vec<WebSocketStream<tokio::net::TcpStream>>,
+    limit: usize,
+) -> Typed {
+    let echoed = rt.block_on(bounded(sockets, limit, |mut ws| async move {
+        let t = Instant::now();
+        tokio::time::timeout(WAIT, ws.send(Message::binary(&b"x"[..])))
+            .await
+            .expect("send a key in time")
+            .expect("send a key");
+        let mut out = Vec::new();
+        let echo = async {
+            while !out.contains(&b'x') {
+                ws_recv(&mut ws, &mut out).await;
+            }
+        };
+        tokio::time::timeout(WAIT, echo)
+            .await
+            .unwrap_or_else(|_| panic!("no echo within {WAIT:?}"));
+        (ws, ms(t.elapsed()))
+    }));
+    split_results(echoed)
 }
 
 /// Scenario 6, what recording costs (`--record-dir`): the 1-session `cat` through a gateway
@@ -726,25 +830,8 @@ fn target(asked: usize) -> Vec<(String, Row)> {
 
     // Every open session is typed into once; it counts as usable if its echo comes back.
     let t1 = Instant::now();
-    let echoed = rt.block_on(bounded(sockets, TARGET_CONCURRENCY, |mut ws| async move {
-        let t = Instant::now();
-        tokio::time::timeout(WAIT, ws.send(Message::binary(&b"x"[..])))
-            .await
-            .expect("send a key in time")
-            .expect("send a key");
-        let mut out = Vec::new();
-        let echo = async {
-            while !out.contains(&b'x') {
-                ws_recv(&mut ws, &mut out).await;
-            }
-        };
-        tokio::time::timeout(WAIT, echo)
-            .await
-            .unwrap_or_else(|_| panic!("no echo within {WAIT:?}"));
-        (ws, ms(t.elapsed()))
-    }));
+    let (usable, echo_errors) = type_into_all(&rt, sockets, TARGET_CONCURRENCY);
     let echo_secs = t1.elapsed().as_secs_f64();
-    let (usable, echo_errors) = split_results(echoed);
     let echo_ms: Vec<f64> = usable.iter().map(|(_, ms)| *ms).collect();
     let mut sockets: Vec<_> = usable.into_iter().map(|(ws, _)| ws).collect();
     eprintln!(
