@@ -60,17 +60,11 @@ pub(super) async fn run(
         told_draining: false,
     };
     let (outcome, client) = live.run(bridge, commands, counts).await;
-    let last = match &outcome {
-        Outcome::Closed(info) => (ServerEvent::Closed(info).encode(), CloseCode::Normal),
-        Outcome::Error {
-            code,
-            message,
-            close,
-        } => (ServerEvent::Error { code, message }.encode(), *close),
-        Outcome::ClientGone | Outcome::Abandoned => {
-            (ServerEvent::Abandoned.encode(), CloseCode::Normal)
-        }
-    };
+    // Viewers are told as the client would be; if the session ended because its client
+    // left, as an abandoned session.
+    let last = outcome
+        .last_event()
+        .unwrap_or_else(|| (ServerEvent::Abandoned.encode(), CloseCode::Normal));
     live.viewers.end_all(last.0, last.1);
     live.recording.finish();
     (outcome, client)

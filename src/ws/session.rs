@@ -77,6 +77,20 @@ impl Outcome {
         }
     }
 
+    /// The event and close code that tell a client this outcome; `None` when there is no
+    /// client left to tell.
+    pub(super) fn last_event(&self) -> Option<(Message, CloseCode)> {
+        match self {
+            Outcome::ClientGone | Outcome::Abandoned => None,
+            Outcome::Closed(info) => Some((ServerEvent::Closed(info).encode(), CloseCode::Normal)),
+            Outcome::Error {
+                code,
+                message,
+                close,
+            } => Some((ServerEvent::Error { code, message }.encode(), *close)),
+        }
+    }
+
     fn label(&self) -> &'static str {
         match self {
             Outcome::Closed(info) => info.reason(),
@@ -380,16 +394,9 @@ pub(super) async fn send(ws: &mut Socket, message: Message) -> bool {
 
 /// Tells the client how it ended and closes the socket, within `CLOSE_WAIT`.
 async fn finish(ws: &mut Socket, outcome: &Outcome) {
-    let (event, code) = match outcome {
-        Outcome::ClientGone | Outcome::Abandoned => return,
-        Outcome::Closed(info) => (ServerEvent::Closed(info).encode(), CloseCode::Normal),
-        Outcome::Error {
-            code,
-            message,
-            close,
-        } => (ServerEvent::Error { code, message }.encode(), *close),
-    };
-    finish_with(ws, event, code).await;
+    if let Some((event, code)) = outcome.last_event() {
+        finish_with(ws, event, code).await;
+    }
 }
 
 /// Sends `event`, then closes the socket with `code`, within `CLOSE_WAIT`.

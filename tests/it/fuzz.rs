@@ -892,22 +892,10 @@ fn check_event(text: &str) -> Result<(), TestCaseError> {
         }
         (event_name::START_SESSION, Ok(ClientEvent::StartSession { id, cols, rows })) => {
             prop_assert_eq!(session_id(data), Some(*id));
-            for (key, value, default) in [("cols", cols, 80), ("rows", rows, 24)] {
-                let sent = data.and_then(|d| d.get(key)).filter(|v| !v.is_null());
-                let expected = if sent.is_some() {
-                    dim(key)
-                } else {
-                    Some(default)
-                };
-                prop_assert_eq!(expected, Some(u64::from(*value)));
-            }
+            prop_assert_eq!(start_size(data), Some((*cols, *rows)));
         }
         (event_name::START_SESSION, Err(_)) => {
-            let fits = |key| match data.and_then(|d| d.get(key)) {
-                None | Some(Value::Null) => true,
-                Some(_) => dim(key).is_some_and(|n| (1..=MAX_DIMENSION).contains(&n)),
-            };
-            let valid = session_id(data).is_some() && fits("cols") && fits("rows");
+            let valid = session_id(data).is_some() && start_size(data).is_some();
             prop_assert!(!valid, "{text:?} refused");
         }
         (
@@ -924,24 +912,12 @@ fn check_event(text: &str) -> Result<(), TestCaseError> {
                 data.and_then(|d| d.get("offset")).and_then(Value::as_u64),
                 Some(*offset)
             );
-            for (key, value, default) in [("cols", cols, 80), ("rows", rows, 24)] {
-                let sent = data.and_then(|d| d.get(key)).filter(|v| !v.is_null());
-                let expected = if sent.is_some() {
-                    dim(key)
-                } else {
-                    Some(default)
-                };
-                prop_assert_eq!(expected, Some(u64::from(*value)));
-            }
+            prop_assert_eq!(start_size(data), Some((*cols, *rows)));
         }
         (event_name::RESUME_SESSION, Err(_)) => {
-            let fits = |key| match data.and_then(|d| d.get(key)) {
-                None | Some(Value::Null) => true,
-                Some(_) => dim(key).is_some_and(|n| (1..=MAX_DIMENSION).contains(&n)),
-            };
             let offset = data.and_then(|d| d.get("offset")).and_then(Value::as_u64);
             let valid =
-                resume_token(data).is_some() && offset.is_some() && fits("cols") && fits("rows");
+                resume_token(data).is_some() && offset.is_some() && start_size(data).is_some();
             prop_assert!(!valid, "{text:?} refused");
         }
         (event_name::VIEW_SESSION, Ok(ClientEvent::ViewSession { id })) => {
@@ -956,6 +932,19 @@ fn check_event(text: &str) -> Result<(), TestCaseError> {
         (name, _) => prop_assert_eq!(decoded, Ok(ClientEvent::Unknown(name.to_owned()))),
     }
     Ok(())
+}
+
+/// The size a first event (start-session, resume-session) asks for: `cols` and `rows`
+/// from 1 to 1000 each, 80×24 where left out or null; `None` if either is invalid.
+fn start_size(data: Option<&Value>) -> Option<(u16, u16)> {
+    let dim = |key: &str, default: u16| match data.and_then(|d| d.get(key)) {
+        None | Some(Value::Null) => Some(default),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=MAX_DIMENSION).contains(n))
+            .map(|n| n as u16),
+    };
+    Some((dim("cols", 80)?, dim("rows", 24)?))
 }
 
 /// A well-formed resume token: 64 lower-case hex digits.
