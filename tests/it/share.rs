@@ -218,3 +218,30 @@ fn uuid() -> String {
     // Any well-formed id that no session has.
     "5b0e6f1c-9c1f-4a57-b2a2-3f1d2e4c5a6b".into()
 }
+
+/// A viewer that stops reading is closed, and the owner's flood does not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_does_not_read_is_dropped_not_waited_for() {
+    let sshd = Sshd::start();
+    let gw = gateway(10).await;
+    let (mut owner, id, token) = open(&gw, &sshd).await;
+    let link = link(&gw, &id, &token).await;
+    let mut viewer = view(&gw, &link).await;
+    viewing(&mut viewer).await;
+    // ~27 MB of output: far more than the socket buffers and the viewer's queue hold.
+    owner.input("seq 1 4000000; echo flood-''done\r").await;
+    owner.wait_for("flood-done\r\n").await;
+    // Only now does the viewer read: what it was sent, then why it was dropped.
+    let (message, close) = viewer.expect_error("viewer_too_slow").await;
+    assert_eq!(close, Some(1013));
+    assert!(message.contains("behind"), "{message}");
+    assert!(
+        viewer.output.len() < owner.output.len(),
+        "the viewer got everything ({} bytes) though it never read",
+        viewer.output.len()
+    );
+    assert_eq!(owner.run("echo owner-''fine").await, "owner-fine\r\n");
+    owner.input("exit\r").await;
+    owner.expect("ssh-closed").await;
+    gw.assert_idle().await;
+}

@@ -140,12 +140,16 @@ impl Term {
 
     /// Reads until the output after the last match contains `needle`; returns that output.
     pub async fn wait_for(&mut self, needle: &str) -> String {
+        // Where the search resumes: only new bytes (and the tail a match could straddle)
+        // are searched again, so waiting through megabytes of output stays linear.
+        let mut from = self.seen;
         loop {
-            if let Some(pos) = find(&self.output[self.seen..], needle.as_bytes()) {
+            if let Some(pos) = find(&self.output[from..], needle.as_bytes()) {
                 let start = self.seen;
-                self.seen += pos + needle.len();
+                self.seen = from + pos + needle.len();
                 return String::from_utf8_lossy(&self.output[start..self.seen]).into_owned();
             }
+            from = from.max((self.output.len() + 1).saturating_sub(needle.len()));
             match self.next().await {
                 Event::Output(_) => {}
                 Event::Named(n, data) if n == "warning" => eprintln!("warning: {data}"),
