@@ -137,12 +137,7 @@ impl Sshd {
         fs::set_permissions(&authorized_keys, fs::Permissions::from_mode(0o644))
             .expect("chmod authorized_keys");
 
-        // Binding :0 and releasing it leaves a window where another process could take the
-        // port; sshd then fails to bind and `wait_ready` panics with its message.
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("find a free loopback port")
-            .port();
+        let port = free_listen_port();
         let mut sshd = Sshd {
             port,
             dir,
@@ -495,4 +490,31 @@ fn children_of(parents: &[u32]) -> Vec<u32> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| matches!(proc_stat(pid), Some((_, ppid)) if parents.contains(&ppid)))
         .collect()
+}
+
+/// A free loopback port below the kernel's ephemeral range, so that no client socket of a
+/// concurrent test can be given it: `restart_with_new_host_keys` binds the same port again,
+/// and a client that took it meanwhile made sshd fail with "Address already in use".
+/// Picking and releasing still leaves a small window for another listener; sshd then fails
+/// to bind and `wait_ready` panics with its message.
+fn free_listen_port() -> u16 {
+    let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let first = low.saturating_sub(12_000).max(1024);
+    if low > first {
+        let span = u128::from(low - first);
+        for _ in 0..200 {
+            let port = first + (uuid::Uuid::new_v4().as_u128() % span) as u16;
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return port;
+            }
+        }
+    }
+    // No room below the ephemeral range: any free port will do.
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("find a free loopback port")
+        .port()
 }
