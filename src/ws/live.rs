@@ -9,6 +9,7 @@
 //! while input waits for room in the bridge's queue, output keeps flowing. Every wait is
 //! bounded.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -58,8 +59,10 @@ pub(super) async fn run(
         token: None,
         paused: false,
         told_draining: false,
+        commands,
+        deferred: VecDeque::new(),
     };
-    let (outcome, client) = live.run(bridge, commands, counts).await;
+    let (outcome, client) = live.run(bridge, counts).await;
     // Viewers are told as the client would be; if the session ended because its client
     // left, as an abandoned session.
     let last = outcome
@@ -89,15 +92,15 @@ struct Live<'c> {
     paused: bool,
     /// The attached client has been told the server is draining.
     told_draining: bool,
+    /// Resumes, viewers and revocations from other tasks.
+    commands: mpsc::Receiver<Command>,
+    /// Commands taken off the queue while a send to the client was in flight (see
+    /// `send_client`), handled before the queue.
+    deferred: VecDeque<Command>,
 }
 
 impl Live<'_> {
-    async fn run(
-        &mut self,
-        mut bridge: Bridge,
-        mut commands: mpsc::Receiver<Command>,
-        counts: &mut Counts,
-    ) -> Ended {
+    async fn run(&mut self, mut bridge: Bridge, counts: &mut Counts) -> Ended {
         let ctx = self.ctx;
         let input = bridge.input();
         let mut pending: Option<Input> = None;
@@ -157,7 +160,8 @@ impl Live<'_> {
                     tracing::info!("no client came back in time");
                     return (Outcome::Abandoned, None);
                 }
-                command = commands.recv(), if !commands.is_closed() => match command {
+                command = next_command(&mut self.deferred, &mut self.commands),
+                    if !self.deferred.is_empty() || !self.commands.is_closed() => match command {
                     Some(Command::Resume { ws, token, offset, cols, rows }) => {
                         let attached = self.resume(ws, &token, offset, counts).await;
                         detached &= !attached;
@@ -278,11 +282,36 @@ impl Live<'_> {
     }
 
     /// Sends to the attached client; a client that cannot take it is dropped (detached).
+    ///
+    /// A client whose network went away without a word (no FIN: a laptop lid, a dropped
+    /// link) still looks attached, and a send to it waits until the send timeout. A resume
+    /// arriving meanwhile is the same user back on a new socket: it must not wait that long,
+    /// so it cuts the send short and the stale client is dropped. Other commands wait their
+    /// turn.
     async fn send_client(&mut self, message: Message) {
-        if let Some(ws) = self.client.as_mut() {
-            if !send(ws, message).await {
-                self.client = None;
+        let Some(ws) = self.client.as_mut() else {
+            return;
+        };
+        let keep = {
+            let sending = send(ws, message);
+            tokio::pin!(sending);
+            loop {
+                tokio::select! {
+                    biased;
+                    sent = &mut sending => break sent,
+                    command = self.commands.recv(), if !self.commands.is_closed() => match command {
+                        Some(resume @ Command::Resume { .. }) => {
+                            self.deferred.push_front(resume);
+                            break false;
+                        }
+                        Some(other) => self.deferred.push_back(other),
+                        None => {}
+                    },
+                }
             }
+        };
+        if !keep {
+            self.client = None;
         }
     }
 
@@ -427,6 +456,17 @@ pub(super) fn unknown_view() -> Outcome {
         "this view link is unknown, revoked, or its session is over",
         CloseCode::Policy,
     )
+}
+
+/// The next command: a deferred one first, then the queue's. Cancel-safe.
+async fn next_command(
+    deferred: &mut VecDeque<Command>,
+    queue: &mut mpsc::Receiver<Command>,
+) -> Option<Command> {
+    match deferred.pop_front() {
+        Some(command) => Some(command),
+        None => queue.recv().await,
+    }
 }
 
 /// The next message from the client; never, while none is attached. Cancel-safe.

@@ -271,3 +271,52 @@ async fn a_session_can_be_resumed_during_the_drain() {
         .expect("stops in time")
         .unwrap();
 }
+
+/// A network that dies without a word (no FIN, as under a laptop lid) leaves the old socket
+/// looking attached, its sends stuck while output streams. The page, back on a new socket,
+/// must not wait for those sends to time out, and still loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_does_not_wait_for_a_silently_dead_socket() {
+    let sshd = Sshd::start();
+    let gw = gateway(Duration::from_secs(60), 32 << 20).await;
+    let proxy = crate::support::proxy::Proxy::start(gw.addr).await;
+    let id = gw.create_id(&password_body(&sshd)).await;
+    let stream: crate::support::Stream = Box::new(
+        tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect to the relay"),
+    );
+    let mut first = Term::connect(stream, &format!("ws://{}/ws", proxy.addr)).await;
+    first.start(&id, 80, 24).await;
+    let token = first.ready().await["resume_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    first.input("seq 1 2000000; echo seq-''done\r").await;
+    first.wait_for("1000\r\n").await;
+    proxy.freeze();
+    let received = first.output.clone();
+    drop(first);
+    // Long enough for the frozen relay's buffers to fill and the gateway's send to stall.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = std::time::Instant::now();
+    let mut second = resume(&gw, &token, received.len(), 80, 24).await;
+    let data = resumed(&mut second, &token).await;
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "the resume waited {waited:?} for the dead socket's send"
+    );
+    assert_eq!(data["offset"], received.len(), "{data}");
+    second.wait_for("seq-done\r\n").await;
+    let mut all = received;
+    all.extend_from_slice(&second.output);
+    let all = String::from_utf8(all).expect("UTF-8");
+    assert!(
+        all.contains(&seq_output(2_000_000)),
+        "the output across the dead socket differs from seq's"
+    );
+    end(second).await;
+    gw.assert_idle().await;
+}
