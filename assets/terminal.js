@@ -72,7 +72,7 @@
   // Output bytes received since the session began: the offset a resume starts from.
   let received = 0;
   let resumeToken = loadToken();
-  let reconnect = { timer: null, delay: RECONNECT_FIRST_MS, since: 0 };
+  const reconnect = { timer: null, delay: RECONNECT_FIRST_MS, since: 0 };
 
   // One of: connecting, connected, reconnecting, draining, viewing, ended, error,
   // disconnected. The last three are final.
@@ -329,7 +329,14 @@
       return;
     }
     socket.binaryType = 'arraybuffer';
+    // Only the newest socket speaks for the session: one replaced by a reconnect (the
+    // `online` event can start one while another is still opening) is ignored, so its
+    // `session_taken_over` or close cannot end the page.
+    const current = socket;
     socket.addEventListener('open', function () {
+      if (current !== socket) {
+        return;
+      }
       if (viewing) {
         sendEvent('view-session', { id: sessionId });
       } else if (resumeToken) {
@@ -338,12 +345,16 @@
         sendEvent('start-session', { id: sessionId, cols: term.cols, rows: term.rows });
       }
     });
-    socket.addEventListener('message', onMessage);
+    socket.addEventListener('message', function (ev) {
+      if (current === socket) {
+        onMessage(ev);
+      }
+    });
     // A close after ssh-closed or ssh-error keeps that status; any other close is a
     // lost connection, which a resumable session (or a view) tries to get back.
     // 'error' is always followed by 'close', so it is not handled.
     socket.addEventListener('close', function () {
-      if (isFinal()) {
+      if (current !== socket || isFinal()) {
         return;
       }
       if (resumeToken || (viewing && state !== 'connecting')) {
@@ -373,7 +384,11 @@
   window.addEventListener('online', function () {
     if (state === 'reconnecting') {
       clearTimeout(reconnect.timer);
+      const stale = socket;
       connect();
+      if (stale) {
+        stale.close();
+      }
     }
   });
 
