@@ -491,24 +491,8 @@ fn scale(bed: &Bed, n: usize) -> Vec<(String, Row)> {
     eprintln!(
         "scale: gateway before {before:?}, with {n} sessions {open:?}, after closing {after:?}"
     );
-    let per_session = (open.rss_kb as f64 - before.rss_kb as f64) / n as f64;
-    let gw_only = |figure: &str, unit: &'static str, v: f64| Row::new(figure, unit, f64::NAN, v);
-    let rows = vec![
-        gw_only(&format!("RSS per idle session, N={n}"), "KiB", per_session),
-        gw_only(
-            &format!(
-                "gateway CPU while {n} sessions idle {}s",
-                IDLE_WINDOW.as_secs()
-            ),
-            "ms",
-            idle_cpu_ms,
-        ),
-        gw_only("threads before", "count", before.threads as f64),
-        gw_only(&format!("threads with {n}"), "count", open.threads as f64),
-        gw_only("threads after close", "count", after.threads as f64),
-        gw_only("RSS before", "KiB", before.rss_kb as f64),
-        gw_only(&format!("RSS with {n}"), "KiB", open.rss_kb as f64),
-        gw_only("RSS after close", "KiB", after.rss_kb as f64),
+    let mut rows = footprint_rows(n, [&before, &open, &after], idle_cpu_ms);
+    rows.extend([
         gw_only(
             &format!("RSS with {n} in round {}", rounds.len()),
             "KiB",
@@ -525,25 +509,60 @@ fn scale(bed: &Bed, n: usize) -> Vec<(String, Row)> {
             "count",
             echo_ms.len() as f64,
         ),
-        gw_only(
-            &format!("echo across all {n}, p50"),
-            "ms",
-            percentile(&echo_ms, 50.0),
-        ),
-        gw_only(
-            &format!("echo across all {n}, p99"),
-            "ms",
-            percentile(&echo_ms, 99.0),
-        ),
-        gw_only(&format!("time to type into all {n}"), "s", echo_secs),
-        gw_only("time to close all (live=0, threads back)", "s", close_secs),
-    ];
+    ]);
+    rows.extend(typing_rows(n, &echo_ms, echo_secs, close_secs));
     report(
         "scale",
         rows,
         json!({"n": n, "concurrency": SCALE_CONCURRENCY,
                "rss_kb_with_and_after_by_round": rounds}),
     )
+}
+
+/// A row with only a gateway figure.
+fn gw_only(figure: &str, unit: &'static str, value: f64) -> Row {
+    Row::new(figure, unit, f64::NAN, value)
+}
+
+/// What `n` idle sessions cost the gateway, from its status before, with them open and after
+/// closing them (the rows `scale` and `target` share).
+fn footprint_rows(n: usize, [before, open, after]: [&ProcStatus; 3], idle_cpu_ms: f64) -> Vec<Row> {
+    let per_session = (open.rss_kb as f64 - before.rss_kb as f64) / n.max(1) as f64;
+    vec![
+        gw_only(&format!("RSS per idle session, N={n}"), "KiB", per_session),
+        gw_only(
+            &format!(
+                "gateway CPU while {n} sessions idle {}s",
+                IDLE_WINDOW.as_secs()
+            ),
+            "ms",
+            idle_cpu_ms,
+        ),
+        gw_only("threads before", "count", before.threads as f64),
+        gw_only(&format!("threads with {n}"), "count", open.threads as f64),
+        gw_only("threads after close", "count", after.threads as f64),
+        gw_only("RSS before", "KiB", before.rss_kb as f64),
+        gw_only(&format!("RSS with {n}"), "KiB", open.rss_kb as f64),
+        gw_only("RSS after close", "KiB", after.rss_kb as f64),
+    ]
+}
+
+/// The echo of a key typed into every one of `n` sessions, and the time to close them.
+fn typing_rows(n: usize, echo_ms: &[f64], echo_secs: f64, close_secs: f64) -> Vec<Row> {
+    vec![
+        gw_only(
+            &format!("echo across all {n}, p50"),
+            "ms",
+            percentile(echo_ms, 50.0),
+        ),
+        gw_only(
+            &format!("echo across all {n}, p99"),
+            "ms",
+            percentile(echo_ms, 99.0),
+        ),
+        gw_only(&format!("time to type into all {n}"), "s", echo_secs),
+        gw_only("time to close all (live=0, threads back)", "s", close_secs),
+    ]
 }
 
 /// Open-and-close rounds of the scale scenario: `BENCH_SCALE_ROUNDS`, default 3.
@@ -863,62 +882,30 @@ fn target(asked: usize) -> Vec<(String, Row)> {
     drop(ssh);
 
     let usable_n = echo_ms.len();
-    let per_session = (open.rss_kb as f64 - before.rss_kb as f64) / n.max(1) as f64;
-    let gw_only = |figure: &str, unit: &'static str, v: f64| Row::new(figure, unit, f64::NAN, v);
-    let pct = |v: &[f64], p: f64| {
-        if v.is_empty() {
-            f64::NAN
-        } else {
-            percentile(v, p)
-        }
-    };
-    let rows = vec![
+    let mut rows = vec![
         gw_only("sessions asked", "count", asked as f64),
         gw_only("N, after the descriptor cap", "count", n as f64),
         gw_only("opened to the prompt", "count", open_ms.len() as f64),
         gw_only("usable (a typed key echoed)", "count", usable_n as f64),
-        gw_only(&format!("RSS per idle session, N={n}"), "KiB", per_session),
-        gw_only(
-            &format!(
-                "gateway CPU while {n} sessions idle {}s",
-                IDLE_WINDOW.as_secs()
-            ),
-            "ms",
-            idle_cpu_ms,
-        ),
-        gw_only("threads before", "count", before.threads as f64),
-        gw_only(&format!("threads with {n}"), "count", open.threads as f64),
-        gw_only("threads after close", "count", after.threads as f64),
+    ];
+    rows.extend(footprint_rows(n, [&before, &open, &after], idle_cpu_ms));
+    rows.extend([
         gw_only(&format!("descriptors with {n}"), "count", fds_open as f64),
         gw_only(
             "descriptors per session",
             "count",
             (fds_open as f64 - fds_before as f64) / n.max(1) as f64,
         ),
-        gw_only("RSS before", "KiB", before.rss_kb as f64),
-        gw_only(&format!("RSS with {n}"), "KiB", open.rss_kb as f64),
-        gw_only("RSS after close", "KiB", after.rss_kb as f64),
         gw_only(
             &format!("russh target RSS with {n}"),
             "KiB",
             target_rss_kb as f64,
         ),
         gw_only(&format!("time to open {n}"), "s", open_secs),
-        gw_only("open to prompt, p50", "ms", pct(&open_ms, 50.0)),
-        gw_only("open to prompt, p99", "ms", pct(&open_ms, 99.0)),
-        gw_only(
-            &format!("echo across all {n}, p50"),
-            "ms",
-            pct(&echo_ms, 50.0),
-        ),
-        gw_only(
-            &format!("echo across all {n}, p99"),
-            "ms",
-            pct(&echo_ms, 99.0),
-        ),
-        gw_only(&format!("time to type into all {n}"), "s", echo_secs),
-        gw_only("time to close all (live=0, threads back)", "s", close_secs),
-    ];
+        gw_only("open to prompt, p50", "ms", percentile(&open_ms, 50.0)),
+        gw_only("open to prompt, p99", "ms", percentile(&open_ms, 99.0)),
+    ]);
+    rows.extend(typing_rows(n, &echo_ms, echo_secs, close_secs));
     let first = |errors: &[String]| errors.iter().take(5).cloned().collect::<Vec<_>>();
     let rows = report(
         "target",
@@ -1844,7 +1831,11 @@ fn median(v: &[f64]) -> f64 {
 }
 
 /// Nearest-rank percentile.
+/// The `p`th percentile of `v`; NaN (printed as "–") when there is nothing to rank.
 fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     let mut sorted = v.to_vec();
     sorted.sort_by(f64::total_cmp);
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;

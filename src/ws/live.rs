@@ -21,8 +21,8 @@ use super::protocol::{self, ClientEvent, ServerEvent};
 use super::registry::{Command, Registration};
 use super::ring::Ring;
 use super::session::{
-    Counts, Outcome, PING_INTERVAL, bad_message, close_code, finish_with, read_error, send,
-    shutdown, warn_unknown,
+    Counts, Outcome, PING_INTERVAL, bad_message, close_code, finish, read_error, send, shutdown,
+    warn_unknown,
 };
 use super::viewer::Viewers;
 use super::{Context, Socket};
@@ -56,7 +56,7 @@ pub(super) async fn run(
         viewers: Viewers::default(),
         size,
         target: counts.target.clone(),
-        token: None,
+        resumable: false,
         paused: false,
         told_draining: false,
         commands,
@@ -86,8 +86,9 @@ struct Live<'c> {
     size: (u16, u16),
     /// `user@host:port`, for connection-ready.
     target: String,
-    /// The current resume token, once the shell is ready (and resume is on).
-    token: Option<String>,
+    /// The shell is ready and resume is on: the session has a resume token (which only the
+    /// registry holds) and can wait for its client to come back.
+    resumable: bool,
     /// The attached client asked for no output (flow control).
     paused: bool,
     /// The attached client has been told the server is draining.
@@ -125,7 +126,7 @@ impl Live<'_> {
         loop {
             if self.client.is_none() && !detached {
                 // The client left. Without a token it cannot come back: the session ends.
-                let Some(grace_period) = ctx.resume_grace.filter(|_| self.token.is_some()) else {
+                let Some(grace_period) = ctx.resume_grace.filter(|_| self.resumable) else {
                     return (Outcome::ClientGone, None);
                 };
                 detached = true;
@@ -196,14 +197,13 @@ impl Live<'_> {
                         ctx.metrics.connected(counts.claimed.elapsed().as_secs_f64());
                         self.size = (cols, rows);
                         self.recording.start(cols, rows, &self.target);
-                        if ctx.resume_grace.is_some() {
-                            self.token = Some(self.registration.rotate_token());
-                        }
+                        let token = ctx.resume_grace.map(|_| self.registration.rotate_token());
+                        self.resumable = token.is_some();
                         let ready = ServerEvent::ConnectionReady {
                             cols,
                             rows,
                             target: &self.target,
-                            resume_token: self.token.as_deref(),
+                            resume_token: token.as_deref(),
                             read_only: false,
                         };
                         self.send_client(ready.encode()).await;
@@ -331,7 +331,8 @@ impl Live<'_> {
     /// after `offset`. A client already attached is taken over. `false` if refused.
     async fn resume(&mut self, ws: Socket, token: &str, offset: u64, counts: &mut Counts) -> bool {
         let metrics = &self.ctx.metrics;
-        if self.token.is_none() || !self.registration.is_current(token) {
+        // Before the shell is ready, or with resume off, the registry holds no token.
+        if !self.registration.is_current(token) {
             metrics.attach("resume_refused");
             self.refuse(ws, resume_invalid());
             return false;
@@ -376,7 +377,6 @@ impl Live<'_> {
             offset: replay.from,
             truncated: replay.truncated,
         };
-        self.token = Some(token.clone());
         self.send_client(resumed.encode()).await;
         for chunk in replay.chunks {
             counts.frames_out += 1;
@@ -424,21 +424,9 @@ impl Live<'_> {
 
     /// Tells `ws` why it was refused and closes it, on its own task so the session goes on.
     fn refuse(&self, mut ws: Socket, outcome: Outcome) {
-        self.ctx.tracker.spawn(async move {
-            if let Outcome::Error {
-                code,
-                message,
-                close,
-            } = outcome
-            {
-                let event = ServerEvent::Error {
-                    code,
-                    message: &message,
-                }
-                .encode();
-                finish_with(&mut ws, event, close).await;
-            }
-        });
+        self.ctx
+            .tracker
+            .spawn(async move { finish(&mut ws, &outcome).await });
     }
 }
 

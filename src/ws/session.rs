@@ -158,28 +158,36 @@ pub async fn serve(mut ws: Socket, ctx: &Context) {
                 cols,
                 rows,
             };
-            if found.is_none() {
-                ctx.metrics.attach("resume_refused");
-            }
-            hand_over(found, command, live::resume_invalid()).await;
+            hand_over(
+                ctx,
+                found,
+                command,
+                (live::resume_invalid(), "resume_refused"),
+            )
+            .await;
         }
         ClientEvent::ViewSession { id } => {
             let found = ctx.registry.by_link(&id);
-            if found.is_none() {
-                ctx.metrics.attach("viewer_refused");
-            }
-            hand_over(found, Command::View { ws, link: id }, live::unknown_view()).await;
+            let command = Command::View { ws, link: id };
+            hand_over(
+                ctx,
+                found,
+                command,
+                (live::unknown_view(), "viewer_refused"),
+            )
+            .await;
         }
         _ => unreachable!("wait_for_start returns only first events"),
     }
 }
 
 /// Gives the socket in `command` to the live session `found`; if there is none (or it ended
-/// meanwhile), the socket is closed with `refusal`.
+/// meanwhile), the socket is closed with `refusal`, counted in the attach metric as `label`.
 async fn hand_over(
+    ctx: &Context,
     found: Option<tokio::sync::mpsc::Sender<Command>>,
     command: Command,
-    refusal: Outcome,
+    (refusal, label): (Outcome, &'static str),
 ) {
     let command = match found {
         Some(session) => {
@@ -196,6 +204,7 @@ async fn hand_over(
         None => command,
     };
     if let Command::Resume { mut ws, .. } | Command::View { mut ws, .. } = command {
+        ctx.metrics.attach(label);
         finish(&mut ws, &refusal).await;
     }
 }
@@ -393,7 +402,7 @@ pub(super) async fn send(ws: &mut Socket, message: Message) -> bool {
 }
 
 /// Tells the client how it ended and closes the socket, within `CLOSE_WAIT`.
-async fn finish(ws: &mut Socket, outcome: &Outcome) {
+pub(super) async fn finish(ws: &mut Socket, outcome: &Outcome) {
     if let Some((event, code)) = outcome.last_event() {
         finish_with(ws, event, code).await;
     }

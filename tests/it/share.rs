@@ -245,3 +245,18 @@ async fn a_viewer_that_does_not_read_is_dropped_not_waited_for() {
     owner.expect("ssh-closed").await;
     gw.assert_idle().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharing_can_be_turned_off() {
+    let sshd = Sshd::start();
+    let gw = gateway(0).await;
+    let (mut owner, id, token) = open(&gw, &sshd).await;
+    let res = share(&gw, &id, Some(&token)).await;
+    assert_eq!(
+        (res.status, res.error_code().as_str()),
+        (409, "too_many_share_links")
+    );
+    assert!(res.text().contains("--max-viewers 0"), "{}", res.text());
+    owner.input("exit\r").await;
+    owner.expect("ssh-closed").await;
+}
