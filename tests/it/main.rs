@@ -11,6 +11,7 @@ mod docs;
 mod fuzz;
 mod host_keys;
 mod lifecycle;
+mod paste;
 mod player;
 mod recording;
 mod resume;

@@ -379,6 +379,9 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("sshd log of the failed test:\n{}", self.log());
+        }
         self.stop();
     }
 }

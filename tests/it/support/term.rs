@@ -206,3 +206,42 @@ impl Term {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+impl Term {
+    /// Pastes `len` bytes of `byte` with no newline, as a browser sends a paste: `chunk`-byte
+    /// `ssh-input` frames as fast as the socket takes them. Output that arrives meanwhile is
+    /// read (and kept) between frames, so an echoing terminal cannot stall the sender.
+    pub async fn paste(&mut self, byte: u8, len: usize, chunk: usize) {
+        assert!(
+            byte.is_ascii_graphic(),
+            "one byte per character on the wire"
+        );
+        let frame = String::from_utf8(vec![byte; chunk]).unwrap();
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk);
+            let message = Message::text(json!(["ssh-input", &frame[..n]]).to_string());
+            tokio::time::timeout(WAIT, self.ws.send(message))
+                .await
+                .expect("the gateway takes a paste frame in time")
+                .expect("send a paste frame");
+            left -= n;
+            self.drain_ready().await;
+        }
+    }
+
+    /// Reads every event that is already waiting, without waiting for more.
+    async fn drain_ready(&mut self) {
+        use futures_util::FutureExt;
+        while let Some(message) = self.ws.next().now_or_never() {
+            match message {
+                Some(Ok(Message::Binary(bytes))) => self.output.extend_from_slice(&bytes),
+                Some(Ok(Message::Text(text))) => panic!("event during a paste: {text}"),
+                Some(Ok(Message::Close(frame))) => panic!("closed during a paste: {frame:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("socket error during a paste: {e}"),
+                None => panic!("socket ended during a paste"),
+            }
+        }
+    }
+}
