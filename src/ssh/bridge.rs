@@ -1,25 +1,22 @@
-//! `Bridge`: the async side's handle on one SSH session, which lives on its own thread.
-//!
-//! The thread alone touches the libssh2 session and channel (libssh2 is not thread-safe).
-//! It talks to the async side through two bounded queues: `Input` in, `BridgeEvent` out.
-//! Dropping the `Bridge` tells the thread to close the channel and disconnect; `finish`
-//! also waits until the thread has exited, so a finished session holds no thread.
-//! The handle is not tied to a WebSocket: whoever owns it owns the session.
+//! `Bridge`: the async side's handle on one SSH session, which lives on its own thread
+//! (`thread.rs`). Nothing here touches libssh2: the thread alone does (it is not
+//! thread-safe), and the two talk through two bounded queues, `Input` in and `BridgeEvent`
+//! out (`exchange.rs`). Dropping the `Bridge` tells the thread to close the channel and
+//! disconnect; `finish` also waits until the thread has exited, so a finished session holds
+//! no thread. The handle is not tied to a WebSocket: whoever owns it owns the session.
 
 use std::io;
-use std::net::{Shutdown, TcpStream};
-use std::sync::Arc;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-use super::connect::{self, Shell};
-use super::error::SshError;
+use super::exchange::{BridgeEvent, Input, Shared};
 use super::hostkey::HostKeys;
-use super::pump::{self, End};
+use super::thread;
 use super::wake::Wake;
 use crate::request::SessionRequest;
 
@@ -31,64 +28,9 @@ const THREAD_STACK: usize = 256 * 1024;
 const INPUT_QUEUE: usize = 64;
 /// Output events queued for the WebSocket: up to 16 × 64 KiB in flight per session.
 const EVENT_QUEUE: usize = 16;
-/// How long closing the channel and disconnecting may take before the socket is dropped.
-pub const CLOSE_TIMEOUT_MS: u32 = 2000;
 /// How long `finish` waits for the thread after telling it to stop. Its own steps are
 /// bounded by `CLOSE_TIMEOUT_MS` (twice) and the connect deadline.
 const FINISH_WAIT: Duration = Duration::from_secs(15);
-
-/// What the async side sends to the thread.
-#[derive(Debug)]
-pub enum Input {
-    Data(Bytes),
-    Resize { cols: u16, rows: u16 },
-}
-
-/// What the thread reports.
-#[derive(Debug)]
-pub enum BridgeEvent {
-    /// The shell is up with this size.
-    Ready {
-        cols: u16,
-        rows: u16,
-    },
-    Output(Bytes),
-    /// The remote side ended the session.
-    Closed(ExitInfo),
-    Failed(SshError),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExitInfo {
-    pub exit_status: Option<i32>,
-    pub exit_signal: Option<String>,
-}
-
-impl ExitInfo {
-    pub fn reason(&self) -> &'static str {
-        match (self.exit_status, &self.exit_signal) {
-            (_, Some(_)) => "signalled",
-            (Some(_), None) => "exited",
-            (None, None) => "eof",
-        }
-    }
-}
-
-/// State shared by the handle and its thread.
-pub(super) struct Shared {
-    pub wake: Wake,
-    /// Set by the thread when the event queue was full: the async side wakes it after
-    /// taking an event.
-    pub want_wake: AtomicBool,
-    /// Set when the handle is dropped; the thread checks it every turn.
-    pub closing: AtomicBool,
-    /// Set while the client asked for no output (flow control): the thread stops reading
-    /// the channel, so the SSH window stops the remote program. Input still flows.
-    pub paused: AtomicBool,
-    /// A second handle on the socket while the blocking handshake runs, so that closing can
-    /// shut the socket down and end it at once rather than at the connect deadline.
-    handshake_socket: Mutex<Option<TcpStream>>,
-}
 
 /// Where the bridge starts: the target already connected, the host keys to check it
 /// against, and the terminal size.
@@ -117,9 +59,7 @@ struct CloseOnDrop(Arc<Shared>);
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
         self.0.closing.store(true, Ordering::Release);
-        if let Some(socket) = self.0.handshake_socket.lock().take() {
-            let _ = socket.shutdown(Shutdown::Both);
-        }
+        self.0.abort_handshake();
         self.0.wake.signal();
     }
 }
@@ -158,6 +98,7 @@ impl Bridge {
             done: Some(done_tx),
         };
         let thread_shared = shared.clone();
+        abort_at_deadline(Arc::downgrade(&shared), start.deadline);
         // The thread logs into the caller's subscriber and session span, like a task would.
         let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         let span = tracing::Span::current();
@@ -167,7 +108,7 @@ impl Bridge {
             .spawn(move || {
                 let _guard = guard;
                 tracing::dispatcher::with_default(&dispatch, || {
-                    span.in_scope(|| run_thread(start, &thread_shared, input_rx, events_tx))
+                    span.in_scope(|| thread::run(start, &thread_shared, input_rx, events_tx))
                 });
             });
         // On a spawn failure the closure, and with it the guard, is dropped: the count is right.
@@ -251,65 +192,15 @@ impl InputPermit<'_> {
     }
 }
 
-fn run_thread(
-    start: Start,
-    shared: &Shared,
-    mut input_rx: mpsc::Receiver<Input>,
-    events_tx: mpsc::Sender<BridgeEvent>,
-) {
-    let Start {
-        stream,
-        request,
-        host_keys,
-        remote_lang,
-        cols,
-        rows,
-        deadline,
-    } = start;
-    let opened = connect::open_shell(
-        stream,
-        request,
-        &host_keys,
-        remote_lang.as_deref(),
-        cols.into(),
-        rows.into(),
-        deadline,
-    );
-    // From here on closing goes through the wake fd.
-    shared.handshake_socket.lock().take();
-    let mut shell = match opened {
-        Ok(shell) => shell,
-        Err(e) => {
-            let _ = events_tx.blocking_send(BridgeEvent::Failed(e));
-            return;
+/// Ends the handshake when the connect deadline passes, however busy the server keeps it: a
+/// server that sends an endless banner line satisfies every one of libssh2's per-read
+/// timeouts and would otherwise hold the thread (at a full core) for as long as it likes.
+/// The timer holds only a weak reference, so it keeps nothing of a finished session alive.
+fn abort_at_deadline(shared: Weak<Shared>, deadline: Instant) {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(deadline.into()).await;
+        if let Some(shared) = shared.upgrade() {
+            shared.abort_handshake();
         }
-    };
-    if events_tx
-        .blocking_send(BridgeEvent::Ready { cols, rows })
-        .is_err()
-    {
-        close(&mut shell);
-        return;
-    }
-    match pump::run(&mut shell, shared, &mut input_rx, &events_tx) {
-        End::Remote => {
-            let info = pump::exit_info(&mut shell);
-            let _ = events_tx.blocking_send(BridgeEvent::Closed(info));
-        }
-        End::Failed(e) => {
-            let _ = events_tx.blocking_send(BridgeEvent::Failed(e));
-        }
-        End::ClientGone => {}
-    }
-    close(&mut shell);
-}
-
-/// Closes the channel (the remote shell gets SIGHUP) and says goodbye. Blocking with a
-/// short timeout, so that CLOSE is actually sent rather than lost to EAGAIN.
-fn close(shell: &mut Shell) {
-    shell.session.set_blocking(true);
-    shell.session.set_timeout(CLOSE_TIMEOUT_MS);
-    let _ = shell.channel.close();
-    let _ = shell.session.disconnect(None, "session closed", None);
-    let _ = shell.socket.shutdown(Shutdown::Both);
+    });
 }

@@ -1,17 +1,20 @@
 //! The SSH side: each live session is a `Bridge` whose dedicated thread owns a blocking
-//! libssh2 session (ssh2 crate). `dial` resolves and connects on the async side; the thread
-//! (`connect`, then `pump`) does everything that touches libssh2; `connect` asks `hostkey`
-//! whether the server's key is the expected one before it sends any credential.
+//! libssh2 session (ssh2 crate). `dial` resolves and connects on the async side; `bridge` is
+//! the async handle; `thread` and `connect` run on the session's thread and are the only
+//! files that touch libssh2; `exchange` is what the two sides pass between them. `connect`
+//! asks `hostkey` whether the server's key is the expected one before it sends any credential.
 
 mod bridge;
 mod connect;
 mod dial;
 mod error;
+mod exchange;
 mod hostkey;
-mod pump;
+mod thread;
 mod wake;
 
-pub use bridge::{Bridge, BridgeEvent, ExitInfo, Input, InputPermit, InputSender, Start};
+pub use bridge::{Bridge, InputPermit, InputSender, Start};
 pub use dial::Dialer;
 pub use error::{SshError, SshErrorKind};
+pub use exchange::{BridgeEvent, ExitInfo, Input};
 pub use hostkey::{HostKeys, RECORDED_FILE, parse_pin as parse_host_key_pin};

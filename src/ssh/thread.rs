@@ -1,5 +1,9 @@
-//! The bridge thread's steady state: shuttle bytes between a non-blocking libssh2 channel
-//! and the session's queues, sleeping in `poll(2)` on the SSH socket and the wake fd.
+//! Everything that runs on a session's bridge thread, which alone touches its libssh2
+//! session and channel: `run` (connect, then the pump, then close), the pump itself, the exit
+//! status and the goodbye. `connect.rs` holds the blocking start that `run` calls.
+//!
+//! The pump shuttles bytes between a non-blocking libssh2 channel and the session's queues,
+//! sleeping in `poll(2)` on the SSH socket and the wake fd.
 //!
 //! Order of each turn: take queued input, write it, apply a resize, read output until
 //! libssh2 says WouldBlock (a packet libssh2 already buffered would never wake `poll`), then
@@ -9,16 +13,19 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use ssh2::{BlockDirections, ErrorCode};
 use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
 
-use super::bridge::{BridgeEvent, ExitInfo, Input, Shared};
-use super::connect::Shell;
+use super::bridge::Start;
+use super::connect::{self, Shell};
 use super::error::{SshError, SshErrorKind};
+use super::exchange::{BridgeEvent, ExitInfo, Input, Shared};
 
 /// Output is coalesced up to this many bytes per event (one WebSocket frame each).
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
@@ -27,9 +34,87 @@ const INITIAL_READ_BUFFER: usize = 4 * 1024;
 /// SSH keepalive interval: keeps NAT and proxies from dropping an idle session.
 const KEEPALIVE_SECS: u32 = 30;
 const LIBSSH2_ERROR_EAGAIN: i32 = -37;
+/// How long closing the channel and disconnecting may take before the socket is dropped.
+const CLOSE_TIMEOUT_MS: u32 = 2000;
+
+/// The thread's whole life: connect and authenticate, report `Ready`, pump until one side
+/// ends, report how it ended, and close.
+pub(super) fn run(
+    start: Start,
+    shared: &Shared,
+    mut input_rx: mpsc::Receiver<Input>,
+    events_tx: mpsc::Sender<BridgeEvent>,
+) {
+    let Start {
+        stream,
+        request,
+        host_keys,
+        remote_lang,
+        cols,
+        rows,
+        deadline,
+    } = start;
+    let opened = connect::open_shell(
+        stream,
+        request,
+        &host_keys,
+        remote_lang.as_deref(),
+        cols.into(),
+        rows.into(),
+        deadline,
+    );
+    // From here on closing goes through the wake fd.
+    shared.handshake_socket.lock().take();
+    let mut shell = match opened {
+        Ok(shell) => shell,
+        Err(e) => {
+            let _ = events_tx.blocking_send(BridgeEvent::Failed(past_deadline(e, deadline)));
+            return;
+        }
+    };
+    if events_tx
+        .blocking_send(BridgeEvent::Ready { cols, rows })
+        .is_err()
+    {
+        close(&mut shell);
+        return;
+    }
+    match pump(&mut shell, shared, &mut input_rx, &events_tx) {
+        End::Remote => {
+            let info = exit_info(&mut shell);
+            let _ = events_tx.blocking_send(BridgeEvent::Closed(info));
+        }
+        End::Failed(e) => {
+            let _ = events_tx.blocking_send(BridgeEvent::Failed(e));
+        }
+        End::ClientGone => {}
+    }
+    close(&mut shell);
+}
+
+/// A start that failed once the deadline had passed failed because of it: the socket was
+/// shut down under libssh2 (see `bridge::abort_at_deadline`), whatever libssh2 then said.
+fn past_deadline(e: SshError, deadline: Instant) -> SshError {
+    let timed_out = Instant::now() >= deadline
+        && !matches!(
+            e.kind,
+            SshErrorKind::AuthFailed
+                | SshErrorKind::KeyInvalid
+                | SshErrorKind::HostKeyMismatch
+                | SshErrorKind::HostKeyUnknown
+        );
+    if timed_out {
+        SshError::new(
+            SshErrorKind::ConnectTimeout,
+            "the SSH server did not answer in time",
+        )
+    } else {
+        e
+    }
+}
 
 /// How the pump ended.
-pub enum End {
+enum End {
     /// The remote side closed the channel (shell exited, or EOF).
     Remote,
     /// The async side dropped the bridge: the browser left or the server is shutting down.
@@ -37,7 +122,7 @@ pub enum End {
     Failed(SshError),
 }
 
-pub fn run(
+fn pump(
     shell: &mut Shell,
     shared: &Shared,
     input_rx: &mut mpsc::Receiver<Input>,
@@ -69,7 +154,7 @@ pub fn run(
         }
 
         if let Err(e) = write_input(&mut shell.channel, &mut pending_input) {
-            return End::Failed(lost(&e));
+            return End::Failed(lost(&shell.session, &e));
         }
         if let Some((cols, rows)) = pending_resize {
             match shell
@@ -78,7 +163,7 @@ pub fn run(
             {
                 Ok(()) => pending_resize = None,
                 Err(e) if e.code() == ErrorCode::Session(LIBSSH2_ERROR_EAGAIN) => {}
-                Err(e) => return End::Failed(lost(&e.into())),
+                Err(e) => return End::Failed(lost(&shell.session, &e.into())),
             }
         }
 
@@ -95,7 +180,7 @@ pub fn run(
         if reading {
             let (added, state) = match read_output(&mut shell.channel, &mut read_buf[held..]) {
                 Ok(read) => read,
-                Err(e) => return End::Failed(lost(&e)),
+                Err(e) => return End::Failed(lost(&shell.session, &e)),
             };
             held += added;
             // Send at once when the WebSocket side is idle (a keystroke's echo must not
@@ -268,9 +353,11 @@ fn try_deliver(
     }
 }
 
-fn lost(e: &io::Error) -> SshError {
-    // libssh2's words here ("transport read") mean nothing to the person at the terminal.
-    tracing::debug!(error = %e, "ssh connection lost");
+fn lost(session: &ssh2::Session, e: &io::Error) -> SshError {
+    // libssh2's words here ("transport read") mean nothing to the person at the terminal,
+    // and the io::Error has lost its code; the session still knows it (libssh2.h names them).
+    let code = ssh2::Error::last_session_error(session).map(|e| e.code().to_string());
+    tracing::debug!(error = %e, libssh2_code = code.as_deref(), "ssh connection lost");
     SshError::new(
         SshErrorKind::ConnectionLost,
         "the connection to the SSH server was lost",
@@ -279,9 +366,9 @@ fn lost(e: &io::Error) -> SshError {
 
 /// Reads the exit status after EOF. Blocking with a short timeout: the status and CLOSE
 /// follow EOF closely, and a server that never sends them must not hold the thread.
-pub fn exit_info(shell: &mut Shell) -> ExitInfo {
+fn exit_info(shell: &mut Shell) -> ExitInfo {
     shell.session.set_blocking(true);
-    shell.session.set_timeout(super::bridge::CLOSE_TIMEOUT_MS);
+    shell.session.set_timeout(CLOSE_TIMEOUT_MS);
     let _ = shell.channel.wait_close();
     let exit_signal = shell.channel.exit_signal().ok().and_then(|s| s.exit_signal);
     let exit_status = match shell.channel.exit_status() {
@@ -293,4 +380,14 @@ pub fn exit_info(shell: &mut Shell) -> ExitInfo {
         exit_status,
         exit_signal,
     }
+}
+
+/// Closes the channel (the remote shell gets SIGHUP) and says goodbye. Blocking with a
+/// short timeout, so that CLOSE is actually sent rather than lost to EAGAIN.
+fn close(shell: &mut Shell) {
+    shell.session.set_blocking(true);
+    shell.session.set_timeout(CLOSE_TIMEOUT_MS);
+    let _ = shell.channel.close();
+    let _ = shell.session.disconnect(None, "session closed", None);
+    let _ = shell.socket.shutdown(Shutdown::Both);
 }
