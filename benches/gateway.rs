@@ -6,6 +6,8 @@
 //! The `target` scenario adds a second gateway and a russh SSH target (support/ssh_target.rs),
 //! which is this binary re-executed with `ssh_target::TARGET_ENV` set.
 
+#![forbid(unsafe_code)]
+
 #[path = "support/ssh_target.rs"]
 mod ssh_target;
 #[allow(dead_code)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use tokio_rustls::rustls::ServerConfig;
 
 use crate::destination::DestinationPolicy;
@@ -306,6 +306,17 @@ fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| "expected a size of at most 64MiB".into())
 }
 
+impl Args {
+    /// The flags' defaults alone: no command line, no `ALFRESCO_*` variable, no file.
+    pub fn defaults() -> Args {
+        let command = Args::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command
+            .try_get_matches_from(["alfresco-ssh"])
+            .expect("no flag is required");
+        Args::from_arg_matches(&matches).expect("clap's own defaults parse")
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
@@ -353,35 +364,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults as documented in `--help`, for `listen`, except that there is no state
-    /// directory: accept-new keeps what it learns in memory. Tests start from this.
+    /// The flags' defaults (as `--help` shows them), listening on `listen`. Tests start from
+    /// this. Derived from the flags, so the two cannot disagree.
     pub fn new(listen: SocketAddr) -> Self {
-        Config {
-            listen,
-            public_url: None,
-            session_ttl: Duration::from_secs(60),
-            max_sessions: 1000,
-            max_sessions_per_token: 0,
-            max_pending: 1000,
-            connect_timeout: Duration::from_secs(10),
-            remote_lang: Some("C.UTF-8".into()),
-            api_tokens: Arc::new(Vec::new()),
-            allowed_origins: Vec::new(),
-            frame_ancestors: Vec::new(),
-            create_rate_per_minute: 60,
-            destinations: Arc::new(DestinationPolicy::default()),
-            idle_timeout: Some(Duration::from_secs(30 * 60)),
-            max_session_time: Some(Duration::from_secs(12 * 3600)),
-            resume_grace: Some(Duration::from_secs(300)),
-            resume_buffer: 1 << 20,
-            max_viewers: 10,
-            drain_timeout: Duration::from_secs(60),
-            tls: None,
-            known_hosts: None,
-            host_key_policy: HostKeyPolicy::AcceptNew,
-            state_dir: None,
-            record: None,
-        }
+        let mut config = Config::try_from(&Args::defaults())
+            .expect("the flag defaults are a valid configuration (config::tests::defaults)");
+        config.listen = listen;
+        config
     }
 
     /// The scheme clients reach the listener with.
@@ -638,6 +627,11 @@ mod tests {
         assert_eq!(c.public_url, None);
         assert_eq!(c.host_key_policy, HostKeyPolicy::AcceptNew);
         assert_eq!(c.known_hosts, None);
+        // Config::new is the same defaults on another address.
+        let listen = "127.0.0.1:1".parse().unwrap();
+        let n = Config::new(listen);
+        assert_eq!(n.listen, listen);
+        assert_eq!(format!("{:?}", Config { listen, ..c }), format!("{n:?}"));
     }
 
     #[test]
