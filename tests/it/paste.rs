@@ -22,6 +22,15 @@ async fn assert_alive(term: &mut Term) {
     assert_eq!(term.run("echo still-here").await, "still-here\r\n");
 }
 
+/// The shell still answers, then exits; nothing is left behind.
+async fn end(mut term: Term, gw: Gateway) {
+    assert_alive(&mut term).await;
+    term.input("exit\r").await;
+    term.expect("ssh-closed").await;
+    gw.assert_idle().await;
+    gw.stop().await;
+}
+
 /// Switches the terminal to raw mode without echo, runs `reader`, and returns once raw mode
 /// is on: a paste that began earlier would meet the canonical line limit instead.
 async fn raw_reader(term: &mut Term, reader: &str, marker: &str) {
@@ -55,11 +64,7 @@ async fn single_line_paste_arrives_whole() {
         term.paste(b'x', len, FRAME).await;
         expect_count(&mut term, len, &marker).await;
     }
-    assert_alive(&mut term).await;
-    term.input("exit\r").await;
-    term.expect("ssh-closed").await;
-    gw.assert_idle().await;
-    gw.stop().await;
+    end(term, gw).await;
 }
 
 /// The case from the report: a line discipline that holds one line, `cat` reading into
@@ -87,11 +92,7 @@ async fn long_line_into_cat_echo_off_and_on() {
         term.wait_for(&format!("done-{len}")).await;
         term.wait_for(PROMPT).await;
     }
-    assert_alive(&mut term).await;
-    term.input("exit\r").await;
-    term.expect("ssh-closed").await;
-    gw.assert_idle().await;
-    gw.stop().await;
+    end(term, gw).await;
 }
 
 /// Programs that do not read. `sleep` in canonical mode: the line discipline drops what
@@ -123,9 +124,5 @@ async fn long_line_into_a_program_that_does_not_read() {
     .await;
     term.paste(b'w', len, FRAME).await;
     expect_count(&mut term, len, "late").await;
-    assert_alive(&mut term).await;
-    term.input("exit\r").await;
-    term.expect("ssh-closed").await;
-    gw.assert_idle().await;
-    gw.stop().await;
+    end(term, gw).await;
 }
