@@ -7,6 +7,7 @@ mod support;
 mod bad_input;
 mod browser;
 mod contrib;
+mod destination;
 mod docs;
 mod fuzz;
 mod host_keys;
