@@ -8,6 +8,7 @@ mod connect;
 mod dial;
 mod error;
 mod hostkey;
+mod known_hosts;
 mod pump;
 mod wake;
 
