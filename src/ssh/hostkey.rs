@@ -443,6 +443,51 @@ mod tests {
     }
 
     #[test]
+    fn accept_new_knows_a_host_under_every_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = HostKeys::load(HostKeyPolicy::AcceptNew, None, Some(dir.path())).unwrap();
+        assert_eq!(
+            code(keys.verify("127.0.0.1", 2222, None, &key(A))),
+            "first_use"
+        );
+        assert_eq!(
+            code(keys.verify("localhost", 2222, None, &key(A))),
+            "first_use"
+        );
+        for spelling in [
+            "::ffff:127.0.0.1",
+            "::FFFF:7f00:1",
+            "localhost.",
+            "LOCALHOST.",
+        ] {
+            assert_eq!(
+                code(keys.verify(spelling, 2222, None, &key(B))),
+                "host_key_mismatch",
+                "{spelling}"
+            );
+            assert_eq!(code(keys.verify(spelling, 2222, None, &key(A))), "recorded");
+        }
+        // One line per host, in its one spelling; a restart reads them back the same way.
+        let path = dir.path().join(RECORDED_FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!("[127.0.0.1]:2222 {A}\n[localhost]:2222 {A}\n")
+        );
+        let keys = HostKeys::load(HostKeyPolicy::AcceptNew, None, Some(dir.path())).unwrap();
+        assert_eq!(
+            code(keys.verify("Localhost.", 2222, None, &key(B))),
+            "host_key_mismatch"
+        );
+        // The operator's file is looked up the same way.
+        let keys = HostKeys::in_memory(HostKeyPolicy::Strict, &format!("[127.0.0.1]:2222 {A}\n"));
+        assert_eq!(
+            code(keys.verify("::ffff:127.0.0.1", 2222, None, &key(A))),
+            "known_hosts"
+        );
+    }
+
+    #[test]
     fn accept_new_records_in_the_state_dir() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");

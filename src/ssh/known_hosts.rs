@@ -4,6 +4,7 @@
 //! recorded and looked up by. No files and no decisions: `hostkey` owns those.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::path::Path;
 
 use base64::Engine;
@@ -102,11 +103,31 @@ pub fn parse_pin(text: &str) -> Result<HostKeyPin, &'static str> {
 }
 
 /// The name a known_hosts file uses for host:port: `host`, or `[host]:port` off port 22.
+/// The host is first brought to its one spelling (`canonical_host`), so that trust on first
+/// use cannot be had again for the same host under another spelling.
 pub fn known_hosts_name(host: &str, port: u16) -> String {
+    let host = canonical_host(host);
     if port == 22 {
-        host.to_owned()
+        host
     } else {
         format!("[{host}]:{port}")
+    }
+}
+
+/// One spelling per host: names in lower case without the trailing dot (`LOCALHOST.` is
+/// `localhost`: DNS names are case-blind and the dot only says "absolute"); IP addresses in
+/// their canonical text, IPv4-mapped ones as the IPv4 address they are (`::ffff:127.0.0.1`
+/// is `127.0.0.1`), brackets dropped. A name and its address stay two hosts, as in OpenSSH
+/// (which keys by the name typed; its CheckHostIP is off by default): a name may move to
+/// another address, and an address may serve several names with different keys.
+pub fn canonical_host(host: &str) -> String {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => ip.to_canonical().to_string(),
+        Err(_) => bare.trim_end_matches('.').to_ascii_lowercase(),
     }
 }
 
@@ -333,6 +354,31 @@ mod tests {
         }
         let two_lines = format!("{A}\n{B}");
         assert!(parse_pin(&two_lines).is_err());
+    }
+
+    #[test]
+    fn one_spelling_per_host() {
+        for (spelling, canonical) in [
+            ("localhost", "localhost"),
+            ("localhost.", "localhost"),
+            ("LOCALHOST.", "localhost"),
+            ("Gw.Example.COM", "gw.example.com"),
+            ("127.0.0.1", "127.0.0.1"),
+            ("::ffff:127.0.0.1", "127.0.0.1"),
+            ("::FFFF:7F00:1", "127.0.0.1"),
+            ("[::ffff:127.0.0.1]", "127.0.0.1"),
+            ("0:0:0:0:0:0:0:1", "::1"),
+            ("[::1]", "::1"),
+            ("FD00::1", "fd00::1"),
+        ] {
+            assert_eq!(canonical_host(spelling), canonical, "{spelling}");
+        }
+        assert_eq!(known_hosts_name("LOCALHOST.", 22), "localhost");
+        assert_eq!(
+            known_hosts_name("::ffff:127.0.0.1", 2222),
+            "[127.0.0.1]:2222"
+        );
+        assert_eq!(known_hosts_name("::1", 2222), "[::1]:2222");
     }
 
     #[test]
