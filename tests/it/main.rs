@@ -11,6 +11,7 @@ mod destination;
 mod docs;
 mod fuzz;
 mod host_keys;
+mod key_memory;
 mod lifecycle;
 mod player;
 mod recording;
