@@ -25,8 +25,10 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Name collisions tried (`-2`, `-3`, …) before giving up; two sessions whose ids share 8
 /// hex digits in the same second are already rare.
 const MAX_NAME_TRIES: u32 = 100;
-/// Mode bits a recording directory must not have: group write, anything for others.
-const TOO_OPEN: u32 = 0o027;
+/// Mode bits a recording directory must not have: write for its group or for others. Read
+/// and search for them stay the operator's choice (a log shipper's group, `mkdir`'s 0755):
+/// the files themselves are 0600.
+const WRITABLE_BY_OTHERS: u32 = 0o022;
 
 /// Where recordings go and what they hold; checked at start-up by `prepare_dir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,19 +40,18 @@ pub struct RecordSettings {
 
 /// Creates the recording directory (0700) when missing and checks that a file can be
 /// created in it, so a bad `--record-dir` fails at start-up and not at the first session.
-/// An existing directory that others may write to, or that anyone else may enter, is
-/// refused rather than fixed: files may already have been planted or read there, and
-/// whether that matters is for the operator to judge, not for a chmod to hide.
+/// An existing directory that other users may write to is refused rather than fixed: files
+/// may already have been planted, replaced or deleted there, and whether that matters is
+/// for the operator to judge, not for a chmod to hide.
 pub fn prepare_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
-    // Group read and search stay allowed, for a log shipper in the directory's group;
-    // group write and any access for others do not.
-    if mode & TOO_OPEN != 0 {
+    if mode & WRITABLE_BY_OTHERS != 0 {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
-                "the directory has mode {mode:04o}, which lets other users read or change                  recordings; make it private first (chmod 0700)"
+                "the directory has mode {mode:04o}, so other users may plant, replace or \
+                 delete recordings; make it private first (chmod 0700)"
             ),
         ));
     }
@@ -568,8 +569,9 @@ mod tests {
             (0o777, false),
             (0o1777, false),
             (0o770, false),
-            (0o701, false),
-            (0o704, false),
+            (0o702, false),
+            (0o720, false),
+            (0o755, true),
             (0o750, true),
             (0o700, true),
         ] {
