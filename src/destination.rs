@@ -134,10 +134,13 @@ impl DestinationPolicy {
         if !self.deny.is_empty() {
             out.push_str(&format!(", never {}", list(&self.deny)));
         }
-        out.push_str(
+        out.push_str(if self.allow.is_empty() {
             " (unspecified addresses refused; link-local and cloud metadata refused unless an \
-             --allow CIDR matches)",
-        );
+             --allow address rule matches)"
+        } else {
+            " (unspecified addresses refused; loopback, link-local and cloud metadata refused \
+             unless an --allow address rule matches)"
+        });
         out
     }
 }
@@ -476,5 +479,11 @@ mod tests {
                 .summary()
                 .starts_with("only 10.0.0.0/8, never 10.9.0.0/16")
         );
+        assert!(
+            policy(&["*.corp.example"], &[])
+                .summary()
+                .contains("loopback")
+        );
+        assert!(!DestinationPolicy::default().summary().contains("loopback"));
     }
 }
