@@ -11,9 +11,10 @@ mod destination;
 mod docs;
 mod fuzz;
 mod host_keys;
-mod key_memory;
+
 mod lifecycle;
 mod player;
+mod process;
 mod recording;
 mod resume;
 mod resume_page;

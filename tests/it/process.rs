@@ -1,7 +1,7 @@
-//! How many copies of a private key the running gateway keeps: its memory, read through
-//! /proc/<pid>/mem (the test runs as root, so the undumpable binary is still readable),
-//! is searched for a base64 line of the key while the session is pending and after a
-//! login and logout.
+//! The started binary, as another process on its host sees it: it can leave no core dump,
+//! its log at `--log trace` holds no typed input or capability, and its memory (read
+//! through /proc/<pid>/mem: the tests run as root, so the undumpable binary stays readable)
+//! holds as few copies of a private key as we can manage.
 
 use std::io::{BufRead, Read, Seek, SeekFrom};
 use std::process::{Child, Command, Stdio};
@@ -19,12 +19,23 @@ use crate::support::term::Term;
 struct Binary {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// What `wait_for` has read so far.
+    log: String,
 }
 
 impl Binary {
-    fn start(state_dir: &std::path::Path) -> (Binary, String) {
+    /// Starts it on a free loopback port with `--log log`; returns it and its address.
+    fn start(state_dir: &std::path::Path, log: &str) -> (Binary, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_alfresco-ssh"))
-            .args(["--listen", "127.0.0.1:0", "--log", "info", "--state-dir"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--resume-grace",
+                "60s",
+                "--log",
+                log,
+            ])
+            .arg("--state-dir")
             .arg(state_dir)
             .env("ALFRESCO_API_TOKEN", TEST_TOKEN)
             .stdin(Stdio::null())
@@ -45,7 +56,11 @@ impl Binary {
                 }
             }
         });
-        let mut binary = Binary { child, lines };
+        let mut binary = Binary {
+            child,
+            lines,
+            log: String::new(),
+        };
         let line = binary.wait_for("listening on http://");
         let addr = line
             .split("listening on http://")
@@ -56,6 +71,7 @@ impl Binary {
         (binary, addr)
     }
 
+    /// The first log line with `needle`; every line read meanwhile is kept in `log`.
     fn wait_for(&mut self, needle: &str) -> String {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
@@ -64,6 +80,8 @@ impl Binary {
                 .lines
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("no log line with {needle:?} in time"));
+            self.log.push_str(&line);
+            self.log.push('\n');
             if line.contains(needle) {
                 return line;
             }
@@ -144,7 +162,7 @@ async fn create(addr: &str, body: &serde_json::Value) -> String {
 async fn private_key_copies_in_memory() {
     let sshd = Sshd::start();
     let state = tempfile::tempdir().unwrap();
-    let (mut binary, addr) = Binary::start(state.path());
+    let (mut binary, addr) = Binary::start(state.path(), "info");
     let keys = sshd.keys();
     // A base64 line from the middle of the key: it appears nowhere but in the key.
     let line = keys.ed25519.lines().nth(2).unwrap().to_owned();
@@ -173,4 +191,53 @@ async fn private_key_copies_in_memory() {
     // code: the ssh2 crate's CString copy for libssh2, and libssh2's and OpenSSL's own
     // buffers (docs/SECURITY.md). Reuse of freed memory can only lower these counts.
     assert!(after <= 2, "{after} copies after the logout");
+}
+
+/// Its core limit is 0 before it reads anything. (It is also undumpable, `PR_SET_DUMPABLE`
+/// 0, which `main`'s unit test checks: /proc shows that to root only as file ownership.)
+/// Before the fix the hard limit was whatever the parent's was.
+#[test]
+fn the_running_binary_leaves_no_core_dump() {
+    let state = tempfile::tempdir().unwrap();
+    let (binary, _) = Binary::start(state.path(), "info");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", binary.child.id())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap_or_else(|| panic!("no core limit in {limits}"));
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(fields.get(4..6), Some(&["0", "0"][..]), "{core}");
+}
+
+/// `--log trace`, naming tungstenite too, as the binary's own set-up applies it: no typed
+/// input, full session id or resume token in what it writes (the in-process version, with
+/// more cases, is `secrets::credentials_are_never_logged_or_echoed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_logs_no_keystrokes_at_trace() {
+    let sshd = Sshd::start();
+    let state = tempfile::tempdir().unwrap();
+    let (mut binary, addr) = Binary::start(state.path(), "trace,tungstenite=trace");
+    let id = create(&addr, &crate::support::password_body(&sshd)).await;
+    let mut term = Term::connect(Box::new(connect(&addr).await), &format!("ws://{addr}/ws")).await;
+    term.start(&id, 80, 24).await;
+    let ready = term.ready().await;
+    let token = ready["resume_token"]
+        .as_str()
+        .expect("a resume token")
+        .to_owned();
+    let typed = "typed-marker-93be41";
+    term.input(&format!("echo {typed}\r")).await;
+    term.wait_for(&format!("{typed}\r\n")).await;
+    // Logged at DEBUG: shows the verbose levels are written.
+    term.send_event("no-such-event", serde_json::json!({}))
+        .await;
+    term.input("exit\r").await;
+    term.expect("ssh-closed").await;
+    term.close().await;
+    binary.wait_for("session ended");
+    let log = binary.log.clone();
+    assert!(log.contains("unknown event ignored"), "at trace:\n{log}");
+    assert!(!log.contains(typed), "typed input in the log:\n{log}");
+    assert!(!log.contains(&id[8..]), "the full session id in the log");
+    assert!(!log.contains(&token[8..]), "the resume token in the log");
 }
