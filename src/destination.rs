@@ -2,11 +2,13 @@
 //!
 //! Checked against resolved addresses: at create-session when the name resolves then, and
 //! again by `ssh::Dialer` on the very addresses it connects to, so a name that re-resolves
-//! elsewhere (DNS rebinding) cannot slip past. Link-local and cloud metadata addresses are
-//! refused unless an `--allow` rule names them. Pure: no I/O.
+//! elsewhere (DNS rebinding) cannot slip past. An address is judged as what it reaches: an
+//! IPv4-mapped, IPv4-compatible, NAT64 or 6to4 form counts as the IPv4 address it embeds.
+//! Unspecified addresses are always refused; loopback, link-local and cloud metadata
+//! addresses pass a name rule only if an address rule (CIDR) also allows them. Pure: no I/O.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
@@ -46,6 +48,15 @@ pub struct DestinationPolicy {
     deny: Vec<Rule>,
 }
 
+/// Addresses that need more than a name rule to be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guarded {
+    /// 169.254.0.0/16, fe80::/10 and the clouds' metadata services: where credentials live.
+    LinkLocalOrMetadata,
+    /// The gateway's own host: its sshd, and any service it listens to on loopback only.
+    Loopback,
+}
+
 impl DestinationPolicy {
     pub fn parse(allow: &[String], deny: &[String]) -> Result<Self, DestinationError> {
         let rules = |list: &[String]| {
@@ -62,17 +73,45 @@ impl DestinationPolicy {
     /// May a session connect to `ip:port`, reached through the name `host` (or an IP literal)?
     pub fn check(&self, host: &str, ip: IpAddr, port: u16) -> Result<(), Denied> {
         let ip = ip.to_canonical();
+        // What a packet to `ip` reaches; deny rules and the guards look at both forms, so
+        // `64:ff9b::127.0.0.1` is as loopback as `127.0.0.1` and as denied by 127.0.0.0/8.
+        let reached = embedded_v4(ip).map_or(ip, IpAddr::V4);
+        // 0.0.0.0 and `::` connect to the gateway's own host on Linux, past any loopback
+        // rule; no rule can make them a destination (not even `--allow 0.0.0.0/0`).
+        if is_unspecified(ip) || is_unspecified(reached) {
+            return Err(Denied("unspecified addresses are refused".into()));
+        }
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(rule) = self.deny.iter().find(|r| r.matches(&host, ip, port)) {
+        let views = [ip, reached];
+        if let Some(rule) = self
+            .deny
+            .iter()
+            .find(|r| views.iter().any(|&v| r.matches(&host, v, port)))
+        {
             return Err(Denied(format!("denied by the rule {}", rule.text)));
         }
-        let allowed = self.allow.iter().any(|r| r.matches(&host, ip, port));
-        if is_link_local_or_metadata(ip) && !allowed {
-            return Err(Denied(
-                "link-local and cloud metadata addresses are refused".into(),
-            ));
+        // Allow rules judge the address reached, so `--allow 2002::/16` does not open the
+        // IPv4 internet through 6to4 forms, nor `--allow 10.0.0.0/8` NAT64 ones by accident.
+        let by_address = self.allow.iter().any(|r| r.allows_address(reached, port));
+        let by_name = self.allow.iter().any(|r| r.allows_name(&host, port));
+        match guarded(ip).or(guarded(reached)) {
+            Some(Guarded::LinkLocalOrMetadata) if !by_address => {
+                return Err(Denied(
+                    "link-local and cloud metadata addresses are refused unless an address rule allows them"
+                        .into(),
+                ));
+            }
+            // With no allow list the gateway's own host is a destination like any other
+            // (the default admits any host); a name rule alone must not reach it, or a
+            // name under an allowed domain that resolves to 127.0.0.1 would.
+            Some(Guarded::Loopback) if !self.allow.is_empty() && !by_address => {
+                return Err(Denied(
+                    "loopback addresses are refused unless an address rule allows them".into(),
+                ));
+            }
+            _ => {}
         }
-        if !self.allow.is_empty() && !allowed {
+        if !self.allow.is_empty() && !by_address && !by_name {
             return Err(Denied("not in the allowed destinations".into()));
         }
         Ok(())
@@ -95,33 +134,88 @@ impl DestinationPolicy {
         if !self.deny.is_empty() {
             out.push_str(&format!(", never {}", list(&self.deny)));
         }
-        out.push_str(" (link-local and cloud metadata refused unless an --allow rule matches)");
+        out.push_str(if self.allow.is_empty() {
+            " (unspecified addresses refused; link-local and cloud metadata refused unless an \
+             --allow address rule matches)"
+        } else {
+            " (unspecified addresses refused; loopback, link-local and cloud metadata refused \
+             unless an --allow address rule matches)"
+        });
         out
     }
 }
 
 impl Rule {
+    fn port_ok(&self, port: u16) -> bool {
+        self.port.is_none_or(|p| p == port)
+    }
+
     fn matches(&self, host: &str, ip: IpAddr, port: u16) -> bool {
-        if self.port.is_some_and(|p| p != port) {
-            return false;
-        }
-        match &self.matcher {
-            Matcher::Net(net) => net.contains(&ip),
+        self.allows_address(ip, port) || self.allows_name(host, port)
+    }
+
+    fn allows_address(&self, ip: IpAddr, port: u16) -> bool {
+        matches!(&self.matcher, Matcher::Net(net) if net.contains(&ip)) && self.port_ok(port)
+    }
+
+    fn allows_name(&self, host: &str, port: u16) -> bool {
+        let named = match &self.matcher {
+            Matcher::Net(_) => false,
             Matcher::Name(name) => host == name,
             Matcher::Suffix(suffix) => host.ends_with(suffix.as_str()),
-        }
+        };
+        named && self.port_ok(port)
     }
 }
 
-/// 169.254.0.0/16, fe80::/10 and the AWS IPv6 metadata address: where cloud credentials live.
-fn is_link_local_or_metadata(ip: IpAddr) -> bool {
-    const AWS_V6_METADATA: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+/// The IPv4 address an IPv6 form carries to: NAT64's well-known prefix (64:ff9b::/96,
+/// RFC 6052), 6to4 (2002::/16, RFC 3056) and the deprecated IPv4-compatible `::a.b.c.d`
+/// (RFC 4291; `::` and `::1` are IPv6's own). IPv4-mapped forms are already canonical here.
+fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    let IpAddr::V6(v6) = ip else { return None };
+    let s = v6.segments();
+    let low = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    match s {
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(low(hi, lo)),
+        [0x2002, hi, lo, ..] => Some(low(hi, lo)),
+        [0, 0, 0, 0, 0, 0, hi, lo] if u32::from(hi) << 16 | u32::from(lo) > 1 => Some(low(hi, lo)),
+        _ => None,
+    }
+}
+
+/// 0.0.0.0/8 ("this network", RFC 1122: never a destination) and `::`.
+fn is_unspecified(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80 || v6 == AWS_V6_METADATA,
+        IpAddr::V4(v4) => v4.octets()[0] == 0,
+        IpAddr::V6(v6) => v6.is_unspecified(),
     }
 }
 
+/// Cloud metadata and platform services outside 169.254.0.0/16 and fe80::/10.
+const METADATA: [IpAddr; 5] = [
+    // AWS's IPv6 instance metadata service, and its IPv6 DNS resolver beside it.
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x253)),
+    // Alibaba Cloud's metadata service.
+    IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)),
+    // Azure's WireServer (agent and extension configuration) and Oracle Cloud's metadata.
+    IpAddr::V4(Ipv4Addr::new(168, 63, 129, 16)),
+    IpAddr::V4(Ipv4Addr::new(192, 0, 0, 192)),
+];
+
+fn guarded(ip: IpAddr) -> Option<Guarded> {
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    if link_local || METADATA.contains(&ip) {
+        Some(Guarded::LinkLocalOrMetadata)
+    } else if ip.is_loopback() {
+        Some(Guarded::Loopback)
+    } else {
+        None
+    }
+}
 /// `CIDR`, `IP`, `name`, `*.suffix`, each optionally with `:port` (`[v6]:port` for IPv6).
 fn parse_rule(text: &str) -> Result<Rule, DestinationError> {
     let bad = || {
@@ -229,16 +323,117 @@ mod tests {
             p.check("bastion.example", ip("203.0.113.9"), 22).is_err(),
             "port must match"
         );
-        // A name rule does not make a resolved link-local address acceptable by accident…
+        // A name rule does not make a resolved link-local, metadata or loopback address
+        // acceptable: a name under the domain may resolve anywhere.
         let p = policy(&["*.corp.example"], &[]);
+        for bad in [
+            "169.254.169.254",
+            "127.0.0.1",
+            "::1",
+            "fd00:ec2::254",
+            "fe80::1",
+        ] {
+            assert!(
+                p.check("meta.corp.example", ip(bad), 22).is_err(),
+                "{bad} by name"
+            );
+        }
+        let p = policy(&["meta.corp.example", "exact.example:22"], &[]);
         assert!(
             p.check("meta.corp.example", ip("169.254.169.254"), 22)
-                .is_ok(),
-            "…unless it names it"
+                .is_err()
+        );
+        assert!(p.check("exact.example", ip("127.0.0.1"), 22).is_err());
+        // An address rule does.
+        let p = policy(&["*.corp.example", "127.0.0.1", "169.254.169.254/32"], &[]);
+        assert!(p.check("db.corp.example", ip("127.0.0.1"), 22).is_ok());
+        assert!(
+            p.check("meta.corp.example", ip("169.254.169.254"), 22)
+                .is_ok()
         );
         let p = policy(&["169.254.10.0/24"], &[]);
         assert!(p.check("x", ip("169.254.10.1"), 22).is_ok());
         assert!(p.check("x", ip("169.254.169.254"), 22).is_err());
+    }
+
+    #[test]
+    fn unspecified_addresses_are_always_refused() {
+        let loopback_denied = policy(&[], &["127.0.0.0/8", "::1"]);
+        let allow_all = policy(&["0.0.0.0/0", "::/0"], &[]);
+        for p in [&DestinationPolicy::default(), &loopback_denied, &allow_all] {
+            for bad in [
+                "0.0.0.0",
+                "0.1.2.3",
+                "::",
+                "::ffff:0.0.0.0",
+                "64:ff9b::",
+                "2002::",
+                "::2",
+            ] {
+                // As an IP literal, and as what a name resolved to.
+                assert!(p.check(bad, ip(bad), 22).is_err(), "{bad}");
+                assert!(p.check("zero.example", ip(bad), 22).is_err(), "{bad}");
+            }
+        }
+        let why = loopback_denied.check("::", ip("::"), 22).unwrap_err();
+        assert_eq!(why.0, "unspecified addresses are refused");
+    }
+
+    #[test]
+    fn embedded_ipv4_counts_as_what_it_embeds() {
+        let p = policy(&[], &["127.0.0.0/8", "10.9.0.0/16"]);
+        for denied in [
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::",
+            "2002:7f00:1:ffff::1",
+            "64:ff9b::10.9.1.1",
+            "2002:a09:101::1",
+        ] {
+            assert!(p.check(denied, ip(denied), 22).is_err(), "{denied}");
+        }
+        let default = DestinationPolicy::default();
+        for metadata in [
+            "64:ff9b::169.254.169.254",
+            "2002:a9fe:a9fe::",
+            "::169.254.169.254",
+            "::ffff:100.100.100.200",
+            "100.100.100.200",
+            "fd00:ec2::253",
+            "64:ff9b::100.100.100.200",
+            "168.63.129.16",
+            "192.0.0.192",
+        ] {
+            let why = default.check(metadata, ip(metadata), 22).unwrap_err();
+            assert!(
+                why.0.starts_with("link-local and cloud metadata"),
+                "{metadata}"
+            );
+        }
+        // What they embed decides for allow rules too: allowing the IPv6 prefix is not
+        // allowing what it reaches.
+        let p = policy(&["2002::/16", "10.0.0.0/8"], &[]);
+        assert!(
+            p.check("x", ip("2002:a00:1::"), 22).is_ok(),
+            "reaches 10.0.0.1"
+        );
+        assert!(
+            p.check("x", ip("2002:c000:201::"), 22).is_err(),
+            "reaches 192.0.2.1"
+        );
+        assert!(p.check("x", ip("64:ff9b::a00:1"), 22).is_ok());
+        assert!(p.check("x", ip("2002:7f00:1::"), 22).is_err(), "loopback");
+        // Plain IPv6 addresses are not mistaken for embedded ones.
+        assert_eq!(embedded_v4(ip("::1")), None);
+        assert_eq!(embedded_v4(ip("2001:db8::1")), None);
+        assert_eq!(embedded_v4(ip("64:ff9b:1::1")), None);
+        assert_eq!(
+            embedded_v4(ip("64:ff9b::c000:201")),
+            Some(Ipv4Addr::new(192, 0, 2, 1))
+        );
+        assert!(default.check("x", ip("2001:db8::1"), 22).is_ok());
     }
 
     #[test]
@@ -284,5 +479,11 @@ mod tests {
                 .summary()
                 .starts_with("only 10.0.0.0/8, never 10.9.0.0/16")
         );
+        assert!(
+            policy(&["*.corp.example"], &[])
+                .summary()
+                .contains("loopback")
+        );
+        assert!(!DestinationPolicy::default().summary().contains("loopback"));
     }
 }

@@ -15,7 +15,8 @@
 //! and checked with the config), `request` (what a session asks for), `secret` (credentials
 //! that cannot leak), `record` (session recordings as asciicast files, and their replay).
 //! `server` ties them together, and does the TLS handshake when configured; `main` only
-//! turns the command line into a `Config` (or hands `replay FILE` to `record::replay`).
+//! turns the command line into a `Config` and a `logging` subscriber (or hands `replay FILE`
+//! to `record::replay`).
 //!
 //! The HTTP and WebSocket contract is docs/PROTOCOL.md.
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@
 pub mod config;
 pub mod destination;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod record;
 pub mod request;

@@ -1,21 +1,27 @@
 //! The command line: flags and environment into a `Config`, logging, the listener and
 //! signals; or `replay FILE`, handed to the library. Everything else lives in the library.
+//! Before anything is read, the process is made undumpable: it will hold credentials.
+
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use alfresco_ssh::{Config, Server};
 
 fn main() -> ExitCode {
+    // First of all, before a token file or a request is read: a core dump (or a debugger
+    // attached by the same user) would otherwise hold every credential in flight.
+    let hardening = harden_process();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // A subcommand before the flags: the server's flags are all options, so a bare
     // `replay` cannot be mistaken for one of them.
     if argv.get(1).is_some_and(|a| a == "replay") {
         return replay(argv.into_iter().skip(1));
     }
-    match run(argv) {
+    match run(argv, hardening) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("alfresco-ssh: {message}");
@@ -37,7 +43,7 @@ fn replay(argv: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
     }
 }
 
-fn run(argv: Vec<std::ffi::OsString>) -> Result<(), String> {
+fn run(argv: Vec<std::ffi::OsString>, hardening: Vec<String>) -> Result<(), String> {
     let mut args = match alfresco_ssh::config::parse_command_line(argv) {
         Ok(args) => args,
         // Help, version and flag errors: clap prints them and exits with the right status.
@@ -68,14 +74,20 @@ fn run(argv: Vec<std::ffi::OsString>) -> Result<(), String> {
         );
         config.api_tokens = std::sync::Arc::new(vec![generated]);
     }
-    let filter = EnvFilter::try_new(&args.log).map_err(|e| format!("invalid --log filter: {e}"))?;
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    if args.log_format == "json" {
-        logs.json().init();
-    } else {
-        logs.init();
+    // Colour only for a person at a terminal, not in journald or a file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let logs = alfresco_ssh::logging::subscriber(
+        &args.log,
+        args.log_format == "json",
+        ansi,
+        std::io::stdout,
+    )
+    .map_err(|e| format!("invalid --log filter: {e}"))?;
+    // Also routes what dependencies log through the `log` crate into the subscriber.
+    logs.try_init()
+        .map_err(|e| format!("cannot set up logging: {e}"))?;
+    for failure in hardening {
+        tracing::warn!("{failure}; a crash or a debugger could expose credentials");
     }
     raise_fd_limit();
 
@@ -170,5 +182,39 @@ fn raise_fd_limit() {
                 tracing::warn!(error = %e, "cannot raise the open-files limit");
             }
         }
+    }
+}
+
+/// No core dumps, and no ptrace or /proc/<pid>/mem by other processes of the same user:
+/// `PR_SET_DUMPABLE` 0 covers both (and a setuid-style `suid_dumpable` sysctl cannot turn
+/// dumps back on), `RLIMIT_CORE` 0 is the belt to its braces, and children (none today)
+/// inherit the limit. Returns what could not be set, to be logged once logging is up.
+fn harden_process() -> Vec<String> {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+    let mut failures = Vec::new();
+    if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+        failures.push(format!("cannot make the process undumpable: {e}"));
+    }
+    let none = Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    if let Err(e) = setrlimit(Resource::Core, none) {
+        failures.push(format!("cannot turn core dumps off: {e}"));
+    }
+    failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hardening_leaves_no_core_and_no_dumpable_process() {
+        use rustix::process::{DumpableBehavior, Resource, dumpable_behavior, getrlimit};
+        assert_eq!(harden_process(), Vec::<String>::new());
+        assert_eq!(dumpable_behavior().unwrap(), DumpableBehavior::NotDumpable);
+        let core = getrlimit(Resource::Core);
+        assert_eq!((core.current, core.maximum), (Some(0), Some(0)));
     }
 }

@@ -2,16 +2,18 @@
 //!
 //! The body (JSON or form data) is parsed into a checked `SessionRequest` by a pure
 //! function, `parse_create`, so every malformed body is unit-tested without a server.
-//! Credentials go straight into `Secret`s; the raw body is wiped after parsing.
+//! Credentials go straight into `Secret`s, unescaped by us rather than in serde_json's
+//! scratch buffer; the raw body is wiped after parsing.
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use zeroize::Zeroize;
 
 use super::error::ApiError;
 use crate::request::{self, Credentials, SessionRequest, Target};
-use crate::secret::Secret;
+use crate::secret::{self, Secret};
 use crate::ssh;
 
 /// Largest create-session body: a 16 KiB RSA key fits several times over.
@@ -69,24 +71,65 @@ pub fn parse_create(kind: BodyKind, mut body: Vec<u8>) -> Result<SessionRequest,
     build(fields?)
 }
 
+/// Fields whose strings are unescaped by `secret::unescape_json_string`, not serde_json.
+const SECRET_FIELDS: [&str; 3] = ["password", "private_key", "passphrase"];
+
 fn json_fields(body: &[u8]) -> Result<HashMap<String, Raw>, ApiError> {
-    let object: Map<String, Value> = match serde_json::from_slice(body) {
-        Ok(Value::Object(object)) => object,
-        Ok(_) => return Err(ApiError::malformed_body("the body must be a JSON object")),
-        Err(_) => return Err(ApiError::malformed_body("the body is not valid JSON")),
-    };
-    Ok(object
-        .into_iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| {
-            let raw = match v {
+    // Values stay raw (borrowed from the body, which is wiped): serde_json would undo a
+    // key's `\n` escapes in a scratch buffer that is grown, copied and freed unwiped.
+    let not_json = || ApiError::malformed_body("the body is not valid JSON");
+    let value: &RawValue = serde_json::from_slice(body).map_err(|_| not_json())?;
+    if !value.get().starts_with('{') {
+        return Err(ApiError::malformed_body("the body must be a JSON object"));
+    }
+    let RawPairs(pairs) = serde_json::from_str(value.get()).map_err(|_| not_json())?;
+    let mut fields = HashMap::new();
+    // Every value is decoded, even one a later duplicate replaces, so that anything serde_json
+    // would refuse (a lone surrogate) still makes the whole body malformed.
+    for (key, value) in pairs {
+        let text = value.get();
+        let raw = if text.starts_with('"') && SECRET_FIELDS.contains(&key.as_str()) {
+            Raw::Text(secret::unescape_json_string(text).ok_or_else(not_json)?)
+        } else {
+            match serde_json::from_str::<Value>(text).map_err(|_| not_json())? {
+                Value::Null => {
+                    fields.remove(&key);
+                    continue;
+                }
                 Value::String(s) => Raw::Text(s),
                 n @ Value::Number(_) => Raw::Number(n),
                 _ => Raw::Other,
-            };
-            (k, raw)
-        })
-        .collect())
+            }
+        };
+        fields.insert(key, raw);
+    }
+    Ok(fields)
+}
+
+/// A JSON object's members in order, values raw, duplicates kept.
+struct RawPairs<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for RawPairs<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Members<'a> {
+            type Value = RawPairs<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry::<String, &'a RawValue>()? {
+                    pairs.push(pair);
+                }
+                Ok(RawPairs(pairs))
+            }
+        }
+        deserializer.deserialize_map(Members(std::marker::PhantomData))
+    }
 }
 
 fn form_fields(body: &[u8]) -> Result<HashMap<String, Raw>, ApiError> {

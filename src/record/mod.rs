@@ -11,7 +11,7 @@ pub mod replay;
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,6 +25,10 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Name collisions tried (`-2`, `-3`, …) before giving up; two sessions whose ids share 8
 /// hex digits in the same second are already rare.
 const MAX_NAME_TRIES: u32 = 100;
+/// Mode bits a recording directory must not have: write for its group or for others. Read
+/// and search for them stay the operator's choice (a log shipper's group, `mkdir`'s 0755):
+/// the files themselves are 0600.
+const WRITABLE_BY_OTHERS: u32 = 0o022;
 
 /// Where recordings go and what they hold; checked at start-up by `prepare_dir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +40,21 @@ pub struct RecordSettings {
 
 /// Creates the recording directory (0700) when missing and checks that a file can be
 /// created in it, so a bad `--record-dir` fails at start-up and not at the first session.
+/// An existing directory that other users may write to is refused rather than fixed: files
+/// may already have been planted, replaced or deleted there, and whether that matters is
+/// for the operator to judge, not for a chmod to hide.
 pub fn prepare_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & WRITABLE_BY_OTHERS != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the directory has mode {mode:04o}, so other users may plant, replace or \
+                 delete recordings; make it private first (chmod 0700)"
+            ),
+        ));
+    }
     let probe = dir.join(format!(".probe-{}", std::process::id()));
     let _ = std::fs::remove_file(&probe);
     create_private(&probe)?;
@@ -542,5 +559,31 @@ mod tests {
         let file = dir.path().join("file");
         std::fs::write(&file, "").unwrap();
         assert!(prepare_dir(&file.join("sub")).is_err());
+    }
+
+    #[test]
+    fn prepare_dir_refuses_a_directory_others_may_use() {
+        use std::fs::Permissions;
+        let dir = tempfile::tempdir().unwrap();
+        for (mode, ok) in [
+            (0o777, false),
+            (0o1777, false),
+            (0o770, false),
+            (0o702, false),
+            (0o720, false),
+            (0o755, true),
+            (0o750, true),
+            (0o700, true),
+        ] {
+            std::fs::set_permissions(dir.path(), Permissions::from_mode(mode)).unwrap();
+            let result = prepare_dir(dir.path());
+            assert_eq!(result.is_ok(), ok, "{mode:o}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.to_string().contains(&format!("{mode:04o}")), "{e}");
+            }
+            // Refused as it was found: the mode is not changed behind the operator's back.
+            let now = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+            assert_eq!(now & 0o7777, mode);
+        }
     }
 }

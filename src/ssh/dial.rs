@@ -202,4 +202,22 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind, SshErrorKind::DestinationForbidden);
     }
+
+    /// The dial-time check refuses what the create-time one would have: an address that
+    /// reaches this host under another spelling is never connected to.
+    #[tokio::test]
+    async fn connect_never_tries_unspecified_addresses() {
+        let deny = vec!["127.0.0.0/8".to_owned(), "::1".to_owned()];
+        let dialer = Dialer {
+            resolver: None,
+            policy: Arc::new(DestinationPolicy::parse(&[], &deny).unwrap()),
+        };
+        for host in ["0.0.0.0", "::", "::ffff:0.0.0.0", "64:ff9b::7f00:1"] {
+            let err = dialer
+                .dial(host, 22, Instant::now() + Duration::from_secs(1))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind, SshErrorKind::DestinationForbidden, "{host}");
+        }
+    }
 }

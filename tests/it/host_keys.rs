@@ -240,6 +240,61 @@ async fn accept_new_records_then_refuses_a_changed_key() {
     gw.stop().await;
 }
 
+/// Trust on first use is keyed by the host, not by its spelling: once keys are recorded for
+/// `127.0.0.1:P` and `localhost:P`, a changed key is refused under `::ffff:127.0.0.1`,
+/// `localhost.` and `LOCALHOST.` too. Before, each spelling was a new host, recorded anew.
+/// (`localhost` and `127.0.0.1` are two hosts by choice, as in OpenSSH: docs/SECURITY.md.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_new_knows_a_host_under_every_spelling() {
+    let mut sshd = Sshd::start();
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_owned();
+    let gw = Gateway::start_with(move |c| c.state_dir = Some(dir)).await;
+    let spelled = |host: &str| {
+        let mut body = password_body(&sshd);
+        body["hostname"] = host.into();
+        body
+    };
+    expect_shell(&gw, &spelled("127.0.0.1")).await;
+    expect_shell(&gw, &spelled("localhost")).await;
+    for host in [
+        "::ffff:127.0.0.1",
+        "[::ffff:127.0.0.1]",
+        "localhost.",
+        "LOCALHOST.",
+    ] {
+        expect_shell(&gw, &spelled(host)).await;
+    }
+    let recorded = fs::read_to_string(state.path().join(RECORDED_FILE)).unwrap();
+    assert_eq!(recorded.lines().count(), 2, "one line per host: {recorded}");
+
+    sshd.restart_with_new_host_keys();
+    let spelled = |host: &str| {
+        let mut body = password_body(&sshd);
+        body["hostname"] = host.into();
+        body
+    };
+    for host in [
+        "127.0.0.1",
+        "::ffff:127.0.0.1",
+        "[::ffff:127.0.0.1]",
+        "localhost",
+        "localhost.",
+        "LOCALHOST.",
+        "LocalHost",
+    ] {
+        let message = expect_refusal(&gw, &spelled(host), "host_key_mismatch").await;
+        assert!(
+            message.contains("recorded on first use"),
+            "{host}: {message}"
+        );
+    }
+    let after = fs::read_to_string(state.path().join(RECORDED_FILE)).unwrap();
+    assert_eq!(after, recorded, "nothing new was recorded");
+    gw.assert_idle().await;
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_refuses_an_unknown_host() {
     let sshd = Sshd::start();

@@ -8,12 +8,15 @@ mod bad_input;
 mod browser;
 mod connect;
 mod contrib;
+mod destination;
 mod docs;
 mod fuzz;
 mod host_keys;
+
 mod lifecycle;
 mod paste;
 mod player;
+mod process;
 mod recording;
 mod resume;
 mod resume_page;

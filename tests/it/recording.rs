@@ -389,3 +389,31 @@ async fn a_recording_spans_a_resume() {
     sent.extend_from_slice(&second.output);
     assert_eq!(joined(&events, "o"), String::from_utf8(sent).unwrap());
 }
+
+/// An existing `--record-dir` that every user may write to stops the start-up with a
+/// message naming the mode, and is left as it was. Before, it was used silently.
+#[test]
+fn a_world_writable_record_dir_is_refused_at_start_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("recordings");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run_bounded(
+        env!("CARGO_BIN_EXE_alfresco-ssh"),
+        &["--record-dir", dir.to_str().unwrap(), "--check-config"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started anyway: {stderr}");
+    assert!(
+        stderr.contains("--record-dir") && stderr.contains("0777"),
+        "{stderr}"
+    );
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o777, "the mode is the operator's to change");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
