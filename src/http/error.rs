@@ -27,6 +27,7 @@ pub const CODES: &[&str] = &[
     "invalid_field",
     "ambiguous_credentials",
     "bad_websocket_request",
+    "bad_request_target",
     "not_found",
     "method_not_allowed",
     "body_too_large",
@@ -92,6 +93,15 @@ impl ApiError {
             StatusCode::BAD_REQUEST,
             "ambiguous_credentials",
             "give either `password` or `private_key`, not both",
+        )
+    }
+
+    /// A request-target without a path (`GET host:80`, `CONNECT host:22`, `OPTIONS *`).
+    pub fn bad_request_target() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request_target",
+            "the request target must be a path such as /create-session",
         )
     }
 

@@ -62,41 +62,50 @@ pub async fn route(
     state: Arc<State>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_owned();
-    let result = match (req.method(), path.as_str()) {
-        (&Method::POST, "/create-session") => {
+    // hyper takes every request-target form (RFC 9112 §3.2); only origin form (`/path`, and
+    // absolute form, whose path hyper gives us) names one of our routes. Authority form
+    // (`GET host:80`, `CONNECT host:22`) and asterisk form (`OPTIONS *`) have no path.
+    let Some(rest) = req.uri().path().strip_prefix('/').map(str::to_owned) else {
+        return ApiError::bad_request_target().into_response();
+    };
+    // The first segment picks the route; `tail` is what follows its slash, if any.
+    let (first, tail) = match rest.split_once('/') {
+        Some((first, tail)) => (first, Some(tail)),
+        None => (rest.as_str(), None),
+    };
+    let get_or_head = matches!(*req.method(), Method::GET | Method::HEAD);
+    let result = match (req.method(), first, tail) {
+        (&Method::POST, "create-session", None) => {
             let result = create_session(req, &state, peer).await;
             let outcome = result.as_ref().map_or_else(|e| e.code, |_| "created");
             state.ws.metrics.create_request(outcome);
             result
         }
-        (_, "/create-session") => Err(ApiError::method_not_allowed("POST")),
-        (&Method::GET, "/ws") if !origin_allowed(req.headers(), &state) => {
+        (_, "create-session", None) => Err(ApiError::method_not_allowed("POST")),
+        (&Method::GET, "ws", None) if !origin_allowed(req.headers(), &state) => {
             Err(ApiError::origin_forbidden())
         }
-        (&Method::GET, "/ws") => ws::upgrade(req, state.ws.clone()).map_err(ApiError::from),
-        (_, "/ws") => Err(ApiError::method_not_allowed("GET")),
-        (&Method::GET | &Method::HEAD, "/healthz") => Ok(healthz(&state)),
-        (_, "/healthz") => Err(ApiError::method_not_allowed("GET, HEAD")),
-        (&Method::GET | &Method::HEAD, "/readyz") => readyz(&state),
-        (&Method::GET, "/metrics") => metrics(req.headers(), &state, peer),
-        (_, "/metrics") => Err(ApiError::method_not_allowed("GET")),
-        (_, "/readyz") => Err(ApiError::method_not_allowed("GET, HEAD")),
-        (&Method::GET | &Method::HEAD, p) if p.starts_with("/assets/") => {
-            assets::find(&p["/assets/".len()..])
-                .map(|a| assets::serve(a, req.headers()))
-                .ok_or_else(ApiError::not_found)
-        }
-        (&Method::GET, "/recordings") => recordings::list(req.headers(), &state).await,
-        (_, "/recordings") => Err(ApiError::method_not_allowed("GET")),
-        (&Method::GET, p) if p.starts_with("/recordings/") => {
-            recordings::get(&p["/recordings/".len()..], req.headers(), &state).await
-        }
-        (_, p) if p.starts_with("/recordings/") => Err(ApiError::method_not_allowed("GET")),
-        (&Method::GET | &Method::HEAD, "/favicon.ico") => assets::find("favicon.svg")
+        (&Method::GET, "ws", None) => ws::upgrade(req, state.ws.clone()).map_err(ApiError::from),
+        (_, "ws", None) => Err(ApiError::method_not_allowed("GET")),
+        (_, "healthz", None) if get_or_head => Ok(healthz(&state)),
+        (_, "healthz", None) => Err(ApiError::method_not_allowed("GET, HEAD")),
+        (_, "readyz", None) if get_or_head => readyz(&state),
+        (_, "readyz", None) => Err(ApiError::method_not_allowed("GET, HEAD")),
+        (&Method::GET, "metrics", None) => metrics(req.headers(), &state, peer),
+        (_, "metrics", None) => Err(ApiError::method_not_allowed("GET")),
+        (_, "assets", Some(name)) if get_or_head => assets::find(name)
             .map(|a| assets::serve(a, req.headers()))
             .ok_or_else(ApiError::not_found),
-        (method, p) if p.starts_with("/sessions/") => match (method, share::parse_path(p)) {
+        (&Method::GET, "recordings", None) => recordings::list(req.headers(), &state).await,
+        (_, "recordings", None) => Err(ApiError::method_not_allowed("GET")),
+        (&Method::GET, "recordings", Some(name)) => {
+            recordings::get(name, req.headers(), &state).await
+        }
+        (_, "recordings", Some(_)) => Err(ApiError::method_not_allowed("GET")),
+        (_, "favicon.ico", None) if get_or_head => assets::find("favicon.svg")
+            .map(|a| assets::serve(a, req.headers()))
+            .ok_or_else(ApiError::not_found),
+        (method, "sessions", Some(tail)) => match (method, share::parse_path(tail)) {
             (&Method::POST, Some((id, None))) => {
                 let base = base_url(&state, req.headers().get(HOST));
                 share::create(req.headers(), &state, &id, &base)
@@ -108,16 +117,15 @@ pub async fn route(
             (_, Some((_, Some(_)))) => Err(ApiError::method_not_allowed("DELETE")),
             (_, None) => Err(ApiError::not_found()),
         },
-        (&Method::GET | &Method::HEAD, p) if p.starts_with("/view/") => {
+        (_, "view", Some(link)) if get_or_head => {
             // The same page; it watches rather than types when its path is /view/<link>.
-            let link = &p["/view/".len()..];
             let found =
                 Uuid::parse_str(link).is_ok_and(|l| state.ws.registry.by_link(&l).is_some());
             Ok(assets::page(found, &state.page_csp))
         }
-        (&Method::GET | &Method::HEAD, p) if is_page_path(p) => {
+        (_, segment, None) if get_or_head && is_page_segment(segment) => {
             // Pending, or live: a reload of a live session's page resumes it.
-            let found = Uuid::parse_str(&p[1..]).is_ok_and(|id| {
+            let found = Uuid::parse_str(segment).is_ok_and(|id| {
                 state.store.contains(&id)
                     || (state.ws.resume_grace.is_some() && state.ws.registry.contains(&id))
             });
@@ -130,9 +138,8 @@ pub async fn route(
 
 /// `/<one segment>`: a session link, valid or not. Anything that looks like one gets the
 /// friendly HTML page rather than JSON, since a person is holding the link.
-fn is_page_path(path: &str) -> bool {
-    let segment = &path[1..];
-    !segment.is_empty() && segment.len() <= 64 && !segment.contains('/')
+fn is_page_segment(segment: &str) -> bool {
+    !segment.is_empty() && segment.len() <= 64
 }
 
 async fn create_session(

@@ -13,9 +13,9 @@ use super::error::ApiError;
 use super::{State, auth, uncached};
 use crate::ws::ShareError;
 
-/// `/sessions/<id>/share[/<view id>]`, split into its ids; `None` for any other shape.
-pub fn parse_path(path: &str) -> Option<(Uuid, Option<Uuid>)> {
-    let rest = path.strip_prefix("/sessions/")?;
+/// `<id>/share[/<view id>]` (the path after `/sessions/`), split into its ids; `None` for
+/// any other shape.
+pub fn parse_path(rest: &str) -> Option<(Uuid, Option<Uuid>)> {
     let (id, rest) = rest.split_once('/')?;
     let id = Uuid::parse_str(id).ok()?;
     match rest {
@@ -95,22 +95,20 @@ mod tests {
     fn paths() {
         let id = Uuid::new_v4();
         let link = Uuid::new_v4();
+        assert_eq!(parse_path(&format!("{id}/share")), Some((id, None)));
         assert_eq!(
-            parse_path(&format!("/sessions/{id}/share")),
-            Some((id, None))
-        );
-        assert_eq!(
-            parse_path(&format!("/sessions/{id}/share/{link}")),
+            parse_path(&format!("{id}/share/{link}")),
             Some((id, Some(link)))
         );
         for bad in [
-            "/sessions/".to_owned(),
-            format!("/sessions/{id}"),
-            format!("/sessions/{id}/share/"),
-            format!("/sessions/{id}/share/x"),
-            format!("/sessions/{id}/sharex"),
-            "/sessions/x/share".to_owned(),
-            format!("/sessions/{id}/share/{link}/more"),
+            String::new(),
+            id.to_string(),
+            format!("{id}/share/"),
+            format!("{id}/share/x"),
+            format!("{id}/sharex"),
+            "x/share".to_owned(),
+            format!("{id}/share/{link}/more"),
+            format!("/{id}/share"),
         ] {
             assert_eq!(parse_path(&bad), None, "{bad}");
         }
