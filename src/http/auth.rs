@@ -151,7 +151,7 @@ mod tests {
             "Bearer token-for-ci-0123456789x",
         ] {
             assert_eq!(
-                authenticate(&with(bad), &tokens).unwrap_err().code,
+                authenticate(&with(bad), &tokens).unwrap_err().code(),
                 "unauthorized",
                 "{bad}"
             );

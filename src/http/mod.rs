@@ -21,7 +21,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 pub use api::{BodyKind, MAX_BODY, parse_create};
-pub use error::{ApiError, CODES as ERROR_CODES};
+pub use error::{ApiError, ApiErrorKind};
 
 pub use assets::page_csp;
 pub use auth::{RateKey, RateLimiter};
@@ -77,7 +77,7 @@ pub async fn route(
     let result = match (req.method(), first, tail) {
         (&Method::POST, "create-session", None) => {
             let result = create_session(req, &state, peer).await;
-            let outcome = result.as_ref().map_or_else(|e| e.code, |_| "created");
+            let outcome = result.as_ref().map_or_else(ApiError::code, |_| "created");
             state.ws.metrics.create_request(outcome);
             result
         }

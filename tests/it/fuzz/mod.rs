@@ -583,7 +583,7 @@ fn check_create(
             }
         }
         Err(e) => {
-            prop_assert_eq!(e.status.as_u16(), 400, "{:?}", e);
+            prop_assert_eq!(e.status().as_u16(), 400, "{:?}", e);
             prop_assert!(
                 [
                     "malformed_body",
@@ -591,7 +591,7 @@ fn check_create(
                     "invalid_field",
                     "ambiguous_credentials"
                 ]
-                .contains(&e.code),
+                .contains(&e.code()),
                 "{:?}",
                 e
             );
@@ -700,7 +700,7 @@ fn json_create(entries: &[(JStr, Json)]) -> Result<(), TestCaseError> {
 
 fn expect_malformed(result: &Result<SessionRequest, ApiError>) -> Result<(), TestCaseError> {
     match result {
-        Err(e) if e.code == "malformed_body" => Ok(()),
+        Err(e) if e.code() == "malformed_body" => Ok(()),
         other => Err(TestCaseError::fail(format!(
             "a lone surrogate was accepted: {other:?}"
         ))),
@@ -773,7 +773,7 @@ fn create_session_form_bodies_are_checked() {
                 .is_some()
             {
                 prop_assert!(
-                    matches!(&result, Err(e) if e.code == "invalid_field"),
+                    matches!(&result, Err(e) if e.code() == "invalid_field"),
                     "repeated {:?} gave {:?}",
                     pair.key,
                     result
@@ -1046,7 +1046,7 @@ fn deep_nesting_is_an_error() {
             format!(r#"{{"hostname":"h","username":"u","password":{nested}}}"#),
         ] {
             let err = parse_create(BodyKind::Json, body.into_bytes()).unwrap_err();
-            assert_eq!(err.code, "malformed_body");
+            assert_eq!(err.code(), "malformed_body");
         }
         assert!(parse_create(BodyKind::Form, nested.clone().into_bytes()).is_err());
     }
