@@ -106,6 +106,7 @@ impl Server {
             listen: config.listen,
             api_tokens: config.api_tokens.clone(),
             rate_limiter: http::RateLimiter::new(config.create_rate_per_minute),
+            auth_failures: http::AuthFailures::default(),
             allowed_origins: config.allowed_origins.clone(),
             page_csp: http::page_csp(&config.frame_ancestors),
             max_sessions_per_token: config.max_sessions_per_token,

@@ -233,6 +233,15 @@ impl ApiError {
         }
     }
 
+    /// Too many failed API-token attempts from this address: the `rate_limited` answer,
+    /// with its own message.
+    pub fn auth_throttled(wait: std::time::Duration) -> Self {
+        ApiError {
+            message: "too many failed API token attempts from this address; retry later".into(),
+            ..Self::rate_limited(wait)
+        }
+    }
+
     pub fn origin_forbidden() -> Self {
         Self::new(
             ApiErrorKind::OriginForbidden,

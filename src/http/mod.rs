@@ -8,7 +8,7 @@ mod error;
 mod recordings;
 mod share;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ pub use api::{BodyKind, MAX_BODY, parse_create};
 pub use error::{ApiError, ApiErrorKind};
 
 pub use assets::page_csp;
-pub use auth::{RateKey, RateLimiter};
+pub use auth::{AuthFailures, RateKey, RateLimiter};
 
 use crate::config::ApiToken;
 use crate::destination::DestinationPolicy;
@@ -44,6 +44,9 @@ pub struct State {
     pub listen: SocketAddr,
     pub api_tokens: Arc<Vec<ApiToken>>,
     pub rate_limiter: RateLimiter,
+    /// Failed API-token attempts per client address, for logging (throttled in
+    /// `rate_limiter`).
+    pub auth_failures: AuthFailures,
     /// Origins allowed to open WebSockets besides our own, lower case.
     pub allowed_origins: Vec<String>,
     /// Live sessions one API token may have at once; 0 = no limit beyond --max-sessions.
@@ -55,6 +58,20 @@ pub struct State {
     /// built from the Host header.
     pub scheme: &'static str,
     pub ws: Arc<ws::Context>,
+}
+
+impl State {
+    /// The name of the API token a request from `client` presents; failures are throttled
+    /// per address and logged (see `auth::authenticate_client`).
+    fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<&str, ApiError> {
+        auth::authenticate_client(
+            headers,
+            &self.api_tokens,
+            &self.rate_limiter,
+            &self.auth_failures,
+            client,
+        )
+    }
 }
 
 pub async fn route(
@@ -96,10 +113,12 @@ pub async fn route(
         (_, "assets", Some(name)) if get_or_head => assets::find(name)
             .map(|a| assets::serve(a, req.headers()))
             .ok_or_else(ApiError::not_found),
-        (&Method::GET, "recordings", None) => recordings::list(req.headers(), &state).await,
+        (&Method::GET, "recordings", None) => {
+            recordings::list(req.headers(), &state, peer.ip()).await
+        }
         (_, "recordings", None) => Err(ApiError::method_not_allowed("GET")),
         (&Method::GET, "recordings", Some(name)) => {
-            recordings::get(name, req.headers(), &state).await
+            recordings::get(name, req.headers(), &state, peer.ip()).await
         }
         (_, "recordings", Some(_)) => Err(ApiError::method_not_allowed("GET")),
         (_, "favicon.ico", None) if get_or_head => assets::find("favicon.svg")
@@ -108,11 +127,11 @@ pub async fn route(
         (method, "sessions", Some(tail)) => match (method, share::parse_path(tail)) {
             (&Method::POST, Some((id, None))) => {
                 let base = base_url(&state, req.headers().get(HOST));
-                share::create(req.headers(), &state, &id, &base)
+                share::create(req.headers(), &state, peer.ip(), &id, &base)
             }
             (_, Some((_, None))) => Err(ApiError::method_not_allowed("POST")),
             (&Method::DELETE, Some((id, Some(link)))) => {
-                share::revoke(req.headers(), &state, &id, &link)
+                share::revoke(req.headers(), &state, peer.ip(), &id, &link)
             }
             (_, Some((_, Some(_)))) => Err(ApiError::method_not_allowed("DELETE")),
             (_, None) => Err(ApiError::not_found()),
@@ -150,7 +169,7 @@ async fn create_session(
     if state.ws.draining.is_cancelled() {
         return Err(ApiError::from(ws::Refusal::ShuttingDown));
     }
-    let token = auth::authenticate(req.headers(), &state.api_tokens)?;
+    let token = state.authenticate(req.headers(), peer.ip())?;
     if state.max_sessions_per_token > 0
         && state.ws.slots.live_for(token) >= state.max_sessions_per_token
     {
@@ -299,7 +318,7 @@ fn metrics(
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     if !peer.ip().to_canonical().is_loopback() {
-        auth::authenticate(headers, &state.api_tokens)?;
+        state.authenticate(headers, peer.ip())?;
     }
     let text = state.ws.metrics.render(crate::metrics::Gauges {
         pending: state.store.len(),

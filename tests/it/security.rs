@@ -9,7 +9,7 @@ use alfresco_ssh::destination::DestinationPolicy;
 use alfresco_ssh::secret::Secret;
 use serde_json::json;
 
-use crate::support::gateway::Gateway;
+use crate::support::gateway::{Gateway, TEST_TOKEN};
 use crate::support::password_body;
 use crate::support::sshd::Sshd;
 
@@ -80,6 +80,85 @@ async fn create_session_is_rate_limited() {
         .unwrap();
     assert!((1..=20).contains(&retry), "Retry-After {retry}");
     assert_eq!(gw.handle.pending(), 3);
+}
+
+/// A log capture for this thread's subscriber (see `secrets.rs`, which explains why a
+/// current-thread runtime keeps other tests' lines out).
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+/// 200 wrong tokens from one address under a limit of 5 a minute: 5 are refused (401), the
+/// rest throttled (429, the rate-limit answer), a right token too while throttled; the log
+/// has one line for the burst, with the address and without the token.
+#[test]
+fn failed_token_attempts_are_throttled_and_logged_once() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(capture.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let guess = "guessed-token-0123456789abcdef";
+    runtime.block_on(async {
+        let gw = Gateway::start_with(|c| c.create_rate_per_minute = 5).await;
+        let payload = body("10.0.0.5").to_string();
+        let with_guess = create_with(&format!("\r\nAuthorization: Bearer {guess}"));
+        let mut refused = 0;
+        for _ in 0..200 {
+            let res = gw.raw(&with_guess, payload.as_bytes()).await;
+            match (res.status, res.error_code().as_str()) {
+                (401, "unauthorized") => refused += 1,
+                (429, "rate_limited") => assert!(res.header("retry-after").is_some()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            refused, 5,
+            "the limit's burst is refused, the rest throttled"
+        );
+        let res = gw.create(&body("10.0.0.5")).await;
+        assert_eq!(
+            (res.status, res.error_code().as_str()),
+            (429, "rate_limited"),
+            "a throttled address is not told that a token is right"
+        );
+        assert_eq!(gw.handle.pending(), 0);
+    });
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("API token attempts failed"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for the burst: {log}");
+    assert!(lines[0].contains("client=127.0.0.1"), "{}", lines[0]);
+    assert!(
+        !log.contains(guess) && !log.contains(TEST_TOKEN),
+        "no token in the log: {log}"
+    );
 }
 
 #[tokio::test]
