@@ -107,7 +107,12 @@ impl Server {
             api_tokens: config.api_tokens.clone(),
             rate_limiter: http::RateLimiter::new(config.create_rate_per_minute),
             auth_failures: http::AuthFailures::default(),
-            allowed_origins: config.allowed_origins.clone(),
+            origins: http::OriginPolicy::new(
+                config.scheme(),
+                config.public_url.as_deref(),
+                &config.allowed_origins,
+                &config.allowed_hosts,
+            ),
             page_csp: http::page_csp(&config.frame_ancestors),
             max_sessions_per_token: config.max_sessions_per_token,
             destinations: config.destinations.clone(),
@@ -172,14 +177,19 @@ impl Server {
                 () = &mut drain_end, if draining => break,
             };
             let _ = stream.set_nodelay(true);
+            // The address the client reached: the gateway's own origin for the WebSocket
+            // check (`http::origin`). Unknown only if the socket is already gone.
+            let Ok(local) = stream.local_addr() else {
+                continue;
+            };
             let state = state.clone();
             let tls = tls.clone();
             let stop = stop_connections.clone();
             connections.spawn(async move {
                 let result = match tls {
-                    None => serve_connection(stream, state, peer, stop).await,
+                    None => serve_connection(stream, state, peer, local, stop).await,
                     Some(acceptor) => match handshake(&acceptor, stream, &stop).await {
-                        Ok(stream) => serve_connection(stream, state, peer, stop).await,
+                        Ok(stream) => serve_connection(stream, state, peer, local, stop).await,
                         Err(e) => {
                             // Plain HTTP on the TLS port, a scanner, a stalled client.
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -234,6 +244,7 @@ async fn serve_connection<S>(
     stream: S,
     state: Arc<http::State>,
     peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
     stop: CancellationToken,
 ) -> Result<(), hyper::Error>
 where
@@ -241,7 +252,7 @@ where
 {
     let service = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, std::convert::Infallible>(http::route(req, state, peer).await) }
+        async move { Ok::<_, std::convert::Infallible>(http::route(req, state, peer, local).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

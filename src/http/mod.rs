@@ -5,6 +5,7 @@ mod api;
 mod assets;
 mod auth;
 mod error;
+mod origin;
 mod recordings;
 mod share;
 
@@ -25,6 +26,7 @@ pub use error::{ApiError, ApiErrorKind};
 
 pub use assets::page_csp;
 pub use auth::{AuthFailures, RateKey, RateLimiter};
+pub use origin::{Origin, OriginPolicy};
 
 use crate::config::ApiToken;
 use crate::destination::DestinationPolicy;
@@ -47,8 +49,8 @@ pub struct State {
     /// Failed API-token attempts per client address, for logging (throttled in
     /// `rate_limiter`).
     pub auth_failures: AuthFailures,
-    /// Origins allowed to open WebSockets besides our own, lower case.
-    pub allowed_origins: Vec<String>,
+    /// The pages that may open WebSockets.
+    pub origins: OriginPolicy,
     /// Live sessions one API token may have at once; 0 = no limit beyond --max-sessions.
     pub max_sessions_per_token: usize,
     /// The terminal page's Content-Security-Policy (see `assets::page_csp`).
@@ -78,6 +80,7 @@ pub async fn route(
     req: Request<Incoming>,
     state: Arc<State>,
     peer: SocketAddr,
+    local: SocketAddr,
 ) -> Response<Full<Bytes>> {
     // hyper takes every request-target form (RFC 9112 §3.2); only origin form (`/path`, and
     // absolute form, whose path hyper gives us) names one of our routes. Authority form
@@ -99,7 +102,7 @@ pub async fn route(
             result
         }
         (_, "create-session", None) => Err(ApiError::method_not_allowed("POST")),
-        (&Method::GET, "ws", None) if !origin_allowed(req.headers(), &state) => {
+        (&Method::GET, "ws", None) if !origin_allowed(req.headers(), &state, local) => {
             Err(ApiError::origin_forbidden())
         }
         (&Method::GET, "ws", None) => ws::upgrade(req, state.ws.clone()).map_err(ApiError::from),
@@ -266,29 +269,14 @@ async fn precheck_destination(state: &State, host: &str, port: u16) -> Result<()
 }
 
 /// Browsers send `Origin` with every WebSocket; a page elsewhere must not open sessions with
-/// the user's link (cross-site WebSocket hijacking). Clients that send none (scripts, CI)
-/// cannot be driven by a hostile page, so they pass.
-fn origin_allowed(headers: &HeaderMap, state: &State) -> bool {
-    let Some(origin) = headers.get(ORIGIN) else {
-        return true;
-    };
-    let Ok(origin) = origin.to_str().map(str::to_ascii_lowercase) else {
-        return false;
-    };
-    if state.allowed_origins.contains(&origin) {
-        return true;
+/// the user's link (cross-site WebSocket hijacking, DNS rebinding; see `origin`). Clients
+/// that send none (scripts, CI) cannot be driven by a hostile page, so they pass.
+fn origin_allowed(headers: &HeaderMap, state: &State, local: SocketAddr) -> bool {
+    match headers.get(ORIGIN).map(|o| o.to_str()) {
+        None => true,
+        Some(Ok(origin)) => state.origins.allows(origin, local),
+        Some(Err(_)) => false,
     }
-    let own = match &state.public_url {
-        Some(url) => {
-            let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
-            format!("{scheme}://{}", rest.split('/').next().unwrap_or_default())
-        }
-        None => match headers.get(HOST).and_then(|h| h.to_str().ok()) {
-            Some(host) => format!("{}://{host}", state.scheme),
-            None => return false,
-        },
-    };
-    origin == own.to_ascii_lowercase()
 }
 
 /// `--public-url`, else `<scheme>://<Host>` when the Host header is a plain host[:port],

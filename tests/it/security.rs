@@ -225,24 +225,52 @@ async fn destination_rules_with_ports() {
     );
 }
 
+/// Sends a WebSocket upgrade with these header lines first (each `Name: value\r\n`; a
+/// `Host` here comes before ours, and is the one the gateway reads) and returns the status,
+/// reading only the head: an upgraded socket would wait out the start-session deadline.
+async fn upgrade_status(gw: &Gateway, first_headers: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = gw.connect().await;
+    let request = format!(
+        "GET /ws HTTP/1.1\r\n{first_headers}Host: {}\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        gw.addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let read = async {
+        let mut byte = [0u8; 1];
+        // Bounded by the size check here and the timeout below.
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+            if stream.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+    };
+    tokio::time::timeout(crate::support::WAIT, read)
+        .await
+        .expect("an answer in time");
+    let head = String::from_utf8_lossy(&head).into_owned();
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_origin_is_checked_before_the_upgrade() {
     let gw = Gateway::start_with(|c| c.allowed_origins = vec!["https://portal.example.com".into()])
         .await;
-    let upgrade = |origin: &str| {
-        format!(
-            "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=={origin}"
-        )
-    };
     for origin in [
         "http://evil.example",
         "null",
         "https://portal.example.com.evil.example",
-        "http://127.0.0.1",
+        "https://127.0.0.1",
     ] {
         let res = gw
-            .raw(&upgrade(&format!("\r\nOrigin: {origin}")), b"")
+            .raw(&upgrade_head(&format!("\r\nOrigin: {origin}")), b"")
             .await;
         assert_eq!(
             (res.status, res.error_code().as_str()),
@@ -254,14 +282,88 @@ async fn websocket_origin_is_checked_before_the_upgrade() {
         format!("http://{}", gw.addr),
         "https://portal.example.com".into(),
         "HTTPS://Portal.Example.com".into(),
+        "https://portal.example.com:443".into(),
     ] {
-        let res = gw
-            .raw(&upgrade(&format!("\r\nOrigin: {origin}")), b"")
-            .await;
-        assert_eq!(res.status, 101, "{origin}");
+        let status = upgrade_status(&gw, &format!("Origin: {origin}\r\n")).await;
+        assert_eq!(status, 101, "{origin}");
     }
     // Scripts send no Origin; a hostile page cannot make a browser leave it out.
-    assert_eq!(gw.raw(&upgrade(""), b"").await.status, 101);
+    assert_eq!(upgrade_status(&gw, "").await, 101);
+}
+
+/// An upgrade request head for `gw.raw` (which adds Host and Connection: close).
+fn upgrade_head(extra: &str) -> String {
+    format!(
+        "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=={extra}"
+    )
+}
+
+/// DNS rebinding: a page on a name the attacker points at the gateway sends `Host` and
+/// `Origin` both naming it. Only the address we were reached at, `--public-url`,
+/// `--allowed-host` names and (on a loopback listener) loopback origins count as our own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_origin_does_not_trust_the_host_header() {
+    let gw = Gateway::start().await;
+    let port = gw.addr.port();
+    let evil = format!("evil.example:{port}");
+    let with_host = |host: &str, origin: &str| format!("Host: {host}\r\nOrigin: {origin}\r\n");
+    let res = gw
+        .raw(
+            &upgrade_head(&format!("\r\nOrigin: http://{evil}")).replacen(
+                "GET /ws HTTP/1.1",
+                &format!("GET /ws HTTP/1.1\r\nHost: {evil}"),
+                1,
+            ),
+            b"",
+        )
+        .await;
+    assert_eq!(
+        (res.status, res.error_code().as_str()),
+        (403, "origin_forbidden")
+    );
+    let localhost = format!("localhost:{port}");
+    assert_eq!(
+        upgrade_status(&gw, &with_host(&localhost, &format!("http://{localhost}"))).await,
+        101,
+        "localhost on a loopback listener"
+    );
+    assert_eq!(
+        upgrade_status(&gw, &with_host("localhost:9000", "http://localhost:9000")).await,
+        101,
+        "and on another port: a port forward"
+    );
+
+    let gw = Gateway::start_with(|c| c.allowed_hosts = vec!["gw.internal".into()]).await;
+    let port = gw.addr.port();
+    for (origin, status) in [
+        (format!("http://gw.internal:{port}"), 101),
+        ("http://gw.internal".to_owned(), 101),
+        ("http://gw.internal:1".to_owned(), 403),
+        (format!("http://evil.example:{port}"), 403),
+    ] {
+        let host = origin.trim_start_matches("http://").to_owned();
+        assert_eq!(
+            upgrade_status(&gw, &with_host(&host, &origin)).await,
+            status,
+            "{origin}"
+        );
+    }
+
+    let gw = Gateway::start_with(|c| c.public_url = Some("https://gw.example:443".into())).await;
+    for (origin, status) in [
+        ("https://gw.example", 101),
+        ("https://gw.example:443", 101),
+        ("http://gw.example", 403),
+        ("https://gw.example:8443", 403),
+    ] {
+        let host = origin.split_once("://").unwrap().1;
+        assert_eq!(
+            upgrade_status(&gw, &with_host(host, origin)).await,
+            status,
+            "{origin}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
