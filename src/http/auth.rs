@@ -22,16 +22,13 @@ use crate::config::ApiToken;
 /// line per guess.
 pub const AUTH_FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// The token of an `Authorization: Bearer <token>` header.
+/// The token of an `Authorization: Bearer <token>` header. The scheme is case-insensitive
+/// (RFC 9110 §11.1: `bearer`, `BEARER`), and one or more spaces follow it.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The name of the token a request presented, or `unauthorized`.
@@ -247,11 +244,20 @@ mod tests {
             authenticate(&with("Bearer token-for-ops-012345678"), &tokens).unwrap(),
             "ops"
         );
-        assert_eq!(
-            authenticate(&with("Bearer token-for-ci-0123456789"), &tokens).unwrap(),
-            "ci"
-        );
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            for gap in [" ", "  "] {
+                let header = format!("{scheme}{gap}token-for-ci-0123456789");
+                assert_eq!(
+                    authenticate(&with(&header), &tokens).unwrap(),
+                    "ci",
+                    "{header}"
+                );
+            }
+        }
         for bad in [
+            "Bearertoken-for-ci-0123456789",
+            "Bearer  ",
+            "Beare token-for-ci-0123456789",
             "Bearer token-for-ci-012345678",
             "Bearer ",
             "token-for-ci-0123456789",

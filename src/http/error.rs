@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
@@ -24,6 +24,8 @@ pub enum ApiErrorKind {
     NotFound,
     MethodNotAllowed,
     BodyTooLarge,
+    /// The body did not arrive within `BODY_READ_TIMEOUT`.
+    BodyTimeout,
     UnsupportedMediaType,
     TooManyPending,
     TooManySessions,
@@ -38,7 +40,7 @@ pub enum ApiErrorKind {
 }
 
 impl ApiErrorKind {
-    pub const ALL: [ApiErrorKind; 20] = [
+    pub const ALL: [ApiErrorKind; 21] = [
         ApiErrorKind::MalformedBody,
         ApiErrorKind::MissingField,
         ApiErrorKind::InvalidField,
@@ -48,6 +50,7 @@ impl ApiErrorKind {
         ApiErrorKind::NotFound,
         ApiErrorKind::MethodNotAllowed,
         ApiErrorKind::BodyTooLarge,
+        ApiErrorKind::BodyTimeout,
         ApiErrorKind::UnsupportedMediaType,
         ApiErrorKind::TooManyPending,
         ApiErrorKind::TooManySessions,
@@ -73,6 +76,7 @@ impl ApiErrorKind {
             ApiErrorKind::NotFound => "not_found",
             ApiErrorKind::MethodNotAllowed => "method_not_allowed",
             ApiErrorKind::BodyTooLarge => "body_too_large",
+            ApiErrorKind::BodyTimeout => "body_timeout",
             ApiErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ApiErrorKind::TooManyPending => "too_many_pending",
             ApiErrorKind::TooManySessions => "too_many_sessions",
@@ -104,6 +108,7 @@ impl ApiErrorKind {
             ApiErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiErrorKind::TooManyShareLinks => StatusCode::CONFLICT,
             ApiErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiErrorKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ApiErrorKind::RecordingUnavailable => StatusCode::INTERNAL_SERVER_ERROR,
@@ -201,6 +206,13 @@ impl ApiError {
         )
     }
 
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            ApiErrorKind::BodyTimeout,
+            format!("the body did not arrive within {} s", limit.as_secs()),
+        )
+    }
+
     pub fn unsupported_media_type() -> Self {
         Self::new(
             ApiErrorKind::UnsupportedMediaType,
@@ -283,6 +295,12 @@ impl ApiError {
         if let Some(allow) = self.allow {
             res.headers_mut()
                 .insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        if self.kind == ApiErrorKind::BodyTimeout {
+            // The rest of the body may still be trickling in; the connection cannot be
+            // reused (RFC 9110 §15.5.9), and reading on would be what the deadline stops.
+            res.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(secs) = self.retry_after {
             res.headers_mut()

@@ -36,6 +36,10 @@ use crate::ws;
 /// How long create-session may spend resolving a target name to check the policy early.
 /// A name that does not resolve in time is checked at connect time instead.
 const PRECHECK_RESOLVE: Duration = Duration::from_secs(2);
+/// How long an authenticated create-session may take to send its body (at most `MAX_BODY`),
+/// from start to end: a deadline, not an idle timer, so a body trickled at a byte a second
+/// cannot hold a connection and a task open. A CI job sends its few KiB at once.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the HTTP layer needs.
 pub struct State {
@@ -197,9 +201,10 @@ async fn create_session(
         return Err(ApiError::body_too_large(MAX_BODY));
     }
     let base = base_url(state, req.headers().get(HOST));
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
+    let read = Limited::new(req.into_body(), MAX_BODY).collect();
+    let body = tokio::time::timeout(BODY_READ_TIMEOUT, read)
         .await
+        .map_err(|_| ApiError::body_timeout(BODY_READ_TIMEOUT))?
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 ApiError::body_too_large(MAX_BODY)

@@ -59,7 +59,13 @@ async fn create_session_needs_a_valid_token() {
             .await;
         assert_eq!(res.status, 201, "{}", res.text());
     }
-    assert_eq!(gw.handle.pending(), 2);
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let auth = format!("\r\nAuthorization: {scheme} ci-token-0123456789abcdef");
+        let res = gw.raw(&create_with(&auth), payload.as_bytes()).await;
+        assert_eq!(res.status, 201, "{scheme}: {}", res.text());
+    }
+    assert_eq!(gw.handle.pending(), 5);
 }
 
 #[tokio::test]
@@ -455,6 +461,46 @@ async fn live_sessions_per_token() {
     term.close().await;
     gw.assert_idle().await;
     assert_eq!(gw.create(&password_body(&sshd)).await.status, 201);
+}
+
+/// An accepted create-session whose body trickles in at a byte a second gets 408
+/// `body_timeout` at the body deadline (from the start, however recent the last byte) and
+/// the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start().await;
+    let (mut reader, mut writer) = tokio::io::split(gw.connect().await);
+    let head = format!(
+        "POST /create-session HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {TEST_TOKEN}\r\nContent-Length: 1000\r\n\r\n",
+        gw.addr
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let trickle = tokio::spawn(async move {
+        // Paces the trickle (not a synchronisation); ends when the gateway closes.
+        for _ in 0..60 {
+            if writer.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(crate::support::WAIT, reader.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed in time")
+        .ok();
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "not before the 10 s deadline"
+    );
+    assert_eq!(gw.handle.pending(), 0);
 }
 
 /// A client that trickles its request headers (slowloris) is cut off after the 10 s header
