@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::http;
@@ -185,22 +186,32 @@ impl Server {
             let state = state.clone();
             let tls = tls.clone();
             let stop = stop_connections.clone();
-            connections.spawn(async move {
+            // One span per connection, so every line logged while serving it (refusals, a
+            // session created, failed tokens) says whose it was, as fields. It holds no
+            // session id: a connection may create several, and ids stay out of spans.
+            let span = tracing::info_span!(
+                "connection",
+                client = %peer.ip(),
+                port = peer.port(),
+                tls = tls.is_some()
+            );
+            let serve = async move {
                 let result = match tls {
                     None => serve_connection(stream, state, peer, local, stop).await,
                     Some(acceptor) => match handshake(&acceptor, stream, &stop).await {
                         Ok(stream) => serve_connection(stream, state, peer, local, stop).await,
                         Err(e) => {
                             // Plain HTTP on the TLS port, a scanner, a stalled client.
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            tracing::debug!(error = %e, "TLS handshake failed");
                             return;
                         }
                     },
                 };
                 if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection error");
+                    tracing::debug!(error = %e, "connection error");
                 }
-            });
+            };
+            connections.spawn(serve.instrument(span));
         }
 
         tracing::info!(live = ws.slots.live(), "shutting down");

@@ -162,6 +162,11 @@ fn failed_token_attempts_are_throttled_and_logged_once() {
     assert_eq!(lines.len(), 1, "one line for the burst: {log}");
     assert!(lines[0].contains("client=127.0.0.1"), "{}", lines[0]);
     assert!(
+        lines[0].contains(" connection{client=127.0.0.1 port="),
+        "logged in its connection's span: {}",
+        lines[0]
+    );
+    assert!(
         !log.contains(guess) && !log.contains(TEST_TOKEN),
         "no token in the log: {log}"
     );
