@@ -4,6 +4,9 @@
 //! a `Handle` (pending, live sessions, bridge threads). Shutdown stops accepting, tells live
 //! sessions (`server_shutdown`), and waits a bounded time for connections and sessions.
 //!
+//! Each connection runs in its own task under a `connection` span (client address and port
+//! as fields), so whatever is logged while serving it says whose it was.
+//!
 //! With TLS, each connection's handshake runs in its own task, bounded in time, so a client
 //! that stalls or speaks plain HTTP costs one task and never the accept loop. Plain and TLS
 //! streams are then served by the same `serve_connection`.

@@ -1,5 +1,7 @@
-//! The HTTP front: one `route` match over method and path. Bodies are capped before they
-//! are read; every error goes through `ApiError`. WebSocket upgrades are handed to `ws`.
+//! The HTTP front: one `route` match over the method and the path's first segment (the path
+//! is split once, never sliced). Bodies are capped and given a deadline before they are
+//! read; every error goes through `ApiError`. WebSocket upgrades, once their `Origin` passes
+//! `origin::OriginPolicy`, are handed to `ws`.
 
 mod api;
 mod assets;
@@ -26,7 +28,7 @@ pub use error::{ApiError, ApiErrorKind};
 
 pub use assets::page_csp;
 pub use auth::{AuthFailures, RateKey, RateLimiter};
-pub use origin::{Origin, OriginPolicy};
+pub use origin::OriginPolicy;
 
 use crate::config::ApiToken;
 use crate::destination::DestinationPolicy;
