@@ -4,6 +4,9 @@
 //! a `Handle` (pending, live sessions, bridge threads). Shutdown stops accepting, tells live
 //! sessions (`server_shutdown`), and waits a bounded time for connections and sessions.
 //!
+//! Each connection runs in its own task under a `connection` span (client address and port
+//! as fields), so whatever is logged while serving it says whose it was.
+//!
 //! With TLS, each connection's handshake runs in its own task, bounded in time, so a client
 //! that stalls or speaks plain HTTP costs one task and never the accept loop. Plain and TLS
 //! streams are then served by the same `serve_connection`.
@@ -23,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::http;
@@ -106,7 +110,13 @@ impl Server {
             listen: config.listen,
             api_tokens: config.api_tokens.clone(),
             rate_limiter: http::RateLimiter::new(config.create_rate_per_minute),
-            allowed_origins: config.allowed_origins.clone(),
+            auth_failures: http::AuthFailures::default(),
+            origins: http::OriginPolicy::new(
+                config.scheme(),
+                config.public_url.as_deref(),
+                &config.allowed_origins,
+                &config.allowed_hosts,
+            ),
             page_csp: http::page_csp(&config.frame_ancestors),
             max_sessions_per_token: config.max_sessions_per_token,
             destinations: config.destinations.clone(),
@@ -171,25 +181,40 @@ impl Server {
                 () = &mut drain_end, if draining => break,
             };
             let _ = stream.set_nodelay(true);
+            // The address the client reached: the gateway's own origin for the WebSocket
+            // check (`http::origin`). Unknown only if the socket is already gone.
+            let Ok(local) = stream.local_addr() else {
+                continue;
+            };
             let state = state.clone();
             let tls = tls.clone();
             let stop = stop_connections.clone();
-            connections.spawn(async move {
+            // One span per connection, so every line logged while serving it (refusals, a
+            // session created, failed tokens) says whose it was, as fields. It holds no
+            // session id: a connection may create several, and ids stay out of spans.
+            let span = tracing::info_span!(
+                "connection",
+                client = %peer.ip(),
+                port = peer.port(),
+                tls = tls.is_some()
+            );
+            let serve = async move {
                 let result = match tls {
-                    None => serve_connection(stream, state, peer, stop).await,
+                    None => serve_connection(stream, state, peer, local, stop).await,
                     Some(acceptor) => match handshake(&acceptor, stream, &stop).await {
-                        Ok(stream) => serve_connection(stream, state, peer, stop).await,
+                        Ok(stream) => serve_connection(stream, state, peer, local, stop).await,
                         Err(e) => {
                             // Plain HTTP on the TLS port, a scanner, a stalled client.
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            tracing::debug!(error = %e, "TLS handshake failed");
                             return;
                         }
                     },
                 };
                 if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection error");
+                    tracing::debug!(error = %e, "connection error");
                 }
-            });
+            };
+            connections.spawn(serve.instrument(span));
         }
 
         tracing::info!(live = ws.slots.live(), "shutting down");
@@ -233,6 +258,7 @@ async fn serve_connection<S>(
     stream: S,
     state: Arc<http::State>,
     peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
     stop: CancellationToken,
 ) -> Result<(), hyper::Error>
 where
@@ -240,7 +266,7 @@ where
 {
     let service = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, std::convert::Infallible>(http::route(req, state, peer).await) }
+        async move { Ok::<_, std::convert::Infallible>(http::route(req, state, peer, local).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

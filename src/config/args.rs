@@ -97,6 +97,13 @@ pub struct Args {
     #[arg(long, env = "ALFRESCO_ALLOW_ORIGIN", value_delimiter = ',')]
     pub allow_origin: Vec<String>,
 
+    /// A host name under which the gateway is reached (as in the browser's address bar),
+    /// whose pages may open WebSockets; repeatable. The address reached, --public-url and, on
+    /// a loopback listener, loopback origins are always allowed; the Host header is not
+    /// trusted (DNS rebinding).
+    #[arg(long, env = "ALFRESCO_ALLOWED_HOST", value_delimiter = ',')]
+    pub allowed_host: Vec<String>,
+
     /// An origin (scheme://host[:port]) whose pages may embed the terminal page in a frame;
     /// repeatable. Without any, the page refuses to be framed (clickjacking).
     #[arg(long, env = "ALFRESCO_ALLOW_FRAME_ANCESTORS", value_delimiter = ',')]

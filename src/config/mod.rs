@@ -60,6 +60,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Origins that may frame the page; empty: none.
     pub frame_ancestors: Vec<String>,
+    /// `--allowed-host` names (checked: lower case, no port), whose pages may open WebSockets.
+    pub allowed_hosts: Vec<String>,
     /// Per token and per client IP; 0 = no limit.
     pub create_rate_per_minute: u32,
     pub destinations: Arc<DestinationPolicy>,
@@ -151,12 +153,17 @@ impl TryFrom<&Args> for Config {
         let allowed_origins = args
             .allow_origin
             .iter()
-            .map(|o| check_origin(o))
+            .map(|o| check_origin("--allow-origin", o))
             .collect::<Result<_, _>>()?;
         let frame_ancestors = args
             .allow_frame_ancestors
             .iter()
-            .map(|o| check_origin(o))
+            .map(|o| check_origin("--allow-frame-ancestors", o))
+            .collect::<Result<_, _>>()?;
+        let allowed_hosts = args
+            .allowed_host
+            .iter()
+            .map(|h| check_host(h))
             .collect::<Result<_, _>>()?;
         let destinations = DestinationPolicy::parse(&args.allow, &args.deny)
             .map_err(|e| ConfigError(format!("destination rule: {e}")))?;
@@ -182,6 +189,7 @@ impl TryFrom<&Args> for Config {
             api_tokens: Arc::new(api_tokens),
             allowed_origins,
             frame_ancestors,
+            allowed_hosts,
             create_rate_per_minute: args.create_rate_limit,
             destinations: Arc::new(destinations),
             idle_timeout: nonzero(args.idle_timeout),
@@ -286,15 +294,46 @@ fn check_token(token: &str, source: &str) -> Result<(), ConfigError> {
 }
 
 /// `scheme://host[:port]`, lower-cased, no path.
-fn check_origin(origin: &str) -> Result<String, ConfigError> {
-    let url = check_public_url(origin)?;
+/// `scheme://host[:port]` for `flag` (`--allow-origin`, `--allow-frame-ancestors`), whose
+/// errors name it.
+fn check_origin(flag: &str, origin: &str) -> Result<String, ConfigError> {
+    let url = check_url(flag, origin)?;
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
     if rest.contains('/') {
         return Err(ConfigError(format!(
-            "--allow-origin {origin}: an origin has no path"
+            "{flag} {origin}: an origin has no path"
         )));
     }
     Ok(url.to_ascii_lowercase())
+}
+
+/// `--allowed-host`: a DNS name or an IP address, without a port; lower case, no trailing
+/// dot, IPv6 in brackets (as it appears in an `Origin`).
+fn check_host(host: &str) -> Result<String, ConfigError> {
+    let lower = host.to_ascii_lowercase();
+    let name = lower.strip_suffix('.').unwrap_or(&lower);
+    let bare = name
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(name);
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(match ip {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+        });
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(ConfigError(format!(
+            "--allowed-host {host}: give a host name or IP address without scheme or port"
+        )));
+    }
+    Ok(name.to_owned())
 }
 
 /// A fresh random token (244 bits from the OS CSPRNG, via UUID v4), for `main` to print
@@ -313,17 +352,23 @@ pub fn generate_token() -> ApiToken {
 
 /// `http(s)://host[:port][/prefix]`, returned without a trailing slash.
 fn check_public_url(url: &str) -> Result<String, ConfigError> {
+    check_url("--public-url", url)
+}
+
+/// `http(s)://host[:port][/prefix]` given to `flag`, whose errors name it; returned without
+/// a trailing slash.
+fn check_url(flag: &str, url: &str) -> Result<String, ConfigError> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| ConfigError("--public-url must start with http:// or https://".into()))?;
+        .ok_or_else(|| ConfigError(format!("{flag} must start with http:// or https://")))?;
     let host = rest.split('/').next().unwrap_or_default();
     let bad =
         |b: char| b.is_whitespace() || b.is_control() || matches!(b, '?' | '#' | '"' | '<' | '>');
     if host.is_empty() || url.chars().any(bad) {
-        return Err(ConfigError(
-            "--public-url must be a plain URL such as https://ssh.example.com".into(),
-        ));
+        return Err(ConfigError(format!(
+            "{flag} must be a plain URL such as https://ssh.example.com"
+        )));
     }
     Ok(url.trim_end_matches('/').to_owned())
 }
@@ -465,6 +510,29 @@ mod tests {
             ["https://portal.example.com", "http://10.0.0.1:8080"]
         );
         assert!(parse(&["--allow-origin", "https://a.example/path"]).is_err());
+        // Each flag's errors name that flag.
+        for flag in ["--allow-origin", "--allow-frame-ancestors"] {
+            for bad in ["ftp://a.example", "https://a.example/path", "https://"] {
+                let err = parse(&[flag, bad]).unwrap_err();
+                assert!(err.0.starts_with(flag), "{flag} {bad}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn allowed_hosts() {
+        let c = parse(&[
+            "--allowed-host",
+            "GW.Internal.,10.0.0.5",
+            "--allowed-host",
+            "::1",
+        ])
+        .unwrap();
+        assert_eq!(c.allowed_hosts, ["gw.internal", "10.0.0.5", "[::1]"]);
+        for bad in ["http://gw", "gw:8022", "", "a..b", "gw/x", "[gw]"] {
+            let err = parse(&["--allowed-host", bad]).unwrap_err();
+            assert!(err.0.starts_with("--allowed-host"), "{bad}: {err}");
+        }
     }
 
     #[test]

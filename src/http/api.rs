@@ -266,7 +266,7 @@ mod tests {
     }
 
     fn code(r: Result<SessionRequest, ApiError>) -> &'static str {
-        r.unwrap_err().code
+        r.unwrap_err().code()
     }
 
     #[test]
@@ -282,11 +282,11 @@ mod tests {
         assert_eq!(
             BodyKind::from_content_type(Some("text/plain"))
                 .unwrap_err()
-                .code,
+                .code(),
             "unsupported_media_type"
         );
         assert_eq!(
-            BodyKind::from_content_type(None).unwrap_err().code,
+            BodyKind::from_content_type(None).unwrap_err().code(),
             "unsupported_media_type"
         );
     }
@@ -432,12 +432,12 @@ mod tests {
         );
         for bad in ["", "SHA256:nope", "md5:aa", "h ssh-ed25519 AAAA"] {
             let err = with_key(bad).unwrap_err();
-            assert_eq!(err.code, "invalid_field", "{bad:?}");
+            assert_eq!(err.code(), "invalid_field", "{bad:?}");
             assert!(err.message.contains("`host_key`"), "{}", err.message);
         }
         let err =
             json(r#"{"hostname":"h","username":"u","password":"p","host_key":7}"#).unwrap_err();
-        assert_eq!(err.code, "invalid_field");
+        assert_eq!(err.code(), "invalid_field");
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! Who may create sessions: `Authorization: Bearer <token>` against the configured API
 //! tokens, compared in constant time, and a per-token and per-client-IP rate limit.
+//!
+//! Failed token attempts are throttled per client address in the same buckets (so guessing
+//! runs at `--create-rate-limit` a minute at most) and logged once per burst, with the
+//! address and never the token presented.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,16 +17,18 @@ use tokio::time::Instant;
 use super::error::ApiError;
 use crate::config::ApiToken;
 
-/// The token of an `Authorization: Bearer <token>` header.
+/// A burst of failed token attempts from one address is logged once, then at most once
+/// this often while it goes on, with the count: a guessing run is visible without one
+/// line per guess.
+pub const AUTH_FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The token of an `Authorization: Bearer <token>` header. The scheme is case-insensitive
+/// (RFC 9110 §11.1: `bearer`, `BEARER`), and one or more spaces follow it.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The name of the token a request presented, or `unauthorized`.
@@ -38,11 +44,99 @@ pub fn authenticate<'a>(headers: &HeaderMap, tokens: &'a [ApiToken]) -> Result<&
     found.ok_or_else(ApiError::unauthorized)
 }
 
+/// The API token a request from `client` presents, with failures throttled and logged:
+/// while the address has used up its failures, the answer is 429 without looking at the
+/// token (so a throttled guesser learns nothing, not even from a right guess).
+pub fn authenticate_client<'a>(
+    headers: &HeaderMap,
+    tokens: &'a [ApiToken],
+    limiter: &RateLimiter,
+    failures: &AuthFailures,
+    client: IpAddr,
+) -> Result<&'a str, ApiError> {
+    let key = RateKey::FailedAuth(client);
+    if let Err(wait) = limiter.peek(&key) {
+        failures.note(client, true);
+        return Err(ApiError::auth_throttled(wait));
+    }
+    authenticate(headers, tokens).inspect_err(|_| {
+        // Takes the failure from the address's bucket; the next attempt sees it empty.
+        let _ = limiter.check(std::slice::from_ref(&key));
+        failures.note(client, false);
+    })
+}
+
 /// What a rate limit is kept per: an API token (by name) or a client address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RateKey {
     Token(String),
     Client(IpAddr),
+    /// Failed API-token attempts from a client address.
+    FailedAuth(IpAddr),
+}
+
+/// Failed token attempts per client address, for logging them once per burst.
+#[derive(Default)]
+pub struct AuthFailures {
+    bursts: Mutex<HashMap<IpAddr, Burst>>,
+}
+
+#[derive(Clone, Copy)]
+struct Burst {
+    /// When this burst was last logged, and its latest attempt.
+    logged: Instant,
+    last: Instant,
+    /// Refused (401) and throttled (429) attempts not yet logged.
+    refused: u64,
+    throttled: u64,
+}
+
+impl AuthFailures {
+    /// Counts a refused attempt from `client` (or, `throttled`, one turned away unchecked),
+    /// and logs when a burst starts (after a quiet `AUTH_FAILURE_LOG_EVERY`) and every
+    /// `AUTH_FAILURE_LOG_EVERY` while it goes on. Returns whether it logged.
+    pub fn note(&self, client: IpAddr, throttled: bool) -> bool {
+        let now = Instant::now();
+        let mut bursts = self.bursts.lock();
+        let ended = |b: &Burst| now.duration_since(b.last) >= AUTH_FAILURE_LOG_EVERY;
+        if bursts.len() >= MAX_BUCKETS && !bursts.contains_key(&client) {
+            bursts.retain(|_, b| !ended(b));
+            if bursts.len() >= MAX_BUCKETS {
+                // Bounded memory under many addresses; at worst a burst is logged twice.
+                bursts.clear();
+            }
+        }
+        let starts = bursts.get(&client).is_none_or(ended);
+        let fresh = Burst {
+            logged: now,
+            last: now,
+            refused: 0,
+            throttled: 0,
+        };
+        let burst = bursts.entry(client).or_insert(fresh);
+        if starts {
+            *burst = fresh;
+        }
+        burst.last = now;
+        if throttled {
+            burst.throttled += 1;
+        } else {
+            burst.refused += 1;
+        }
+        if !starts && now.duration_since(burst.logged) < AUTH_FAILURE_LOG_EVERY {
+            return false;
+        }
+        tracing::warn!(
+            client = %client,
+            refused = burst.refused,
+            throttled = burst.throttled,
+            "API token attempts failed; logged again in a minute if they go on"
+        );
+        burst.logged = now;
+        burst.refused = 0;
+        burst.throttled = 0;
+        true
+    }
 }
 
 /// Token buckets: `per_minute` requests a minute, in bursts of up to `per_minute`.
@@ -70,6 +164,15 @@ impl RateLimiter {
     /// Takes one request from every key's bucket, or none if any is empty; the error says
     /// how long until one would pass.
     pub fn check(&self, keys: &[RateKey]) -> Result<(), Duration> {
+        self.take(keys, true)
+    }
+
+    /// Whether a request would pass `key` now, taking nothing.
+    pub fn peek(&self, key: &RateKey) -> Result<(), Duration> {
+        self.take(std::slice::from_ref(key), false)
+    }
+
+    fn take(&self, keys: &[RateKey], take: bool) -> Result<(), Duration> {
         if self.per_minute == 0 {
             return Ok(());
         }
@@ -98,9 +201,11 @@ impl RateLimiter {
         if !wait.is_zero() {
             return Err(wait);
         }
-        for key in keys {
-            if let Some(bucket) = buckets.get_mut(key) {
-                bucket.tokens -= 1.0;
+        if take {
+            for key in keys {
+                if let Some(bucket) = buckets.get_mut(key) {
+                    bucket.tokens -= 1.0;
+                }
             }
         }
         Ok(())
@@ -139,11 +244,20 @@ mod tests {
             authenticate(&with("Bearer token-for-ops-012345678"), &tokens).unwrap(),
             "ops"
         );
-        assert_eq!(
-            authenticate(&with("Bearer token-for-ci-0123456789"), &tokens).unwrap(),
-            "ci"
-        );
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            for gap in [" ", "  "] {
+                let header = format!("{scheme}{gap}token-for-ci-0123456789");
+                assert_eq!(
+                    authenticate(&with(&header), &tokens).unwrap(),
+                    "ci",
+                    "{header}"
+                );
+            }
+        }
         for bad in [
+            "Bearertoken-for-ci-0123456789",
+            "Bearer  ",
+            "Beare token-for-ci-0123456789",
             "Bearer token-for-ci-012345678",
             "Bearer ",
             "token-for-ci-0123456789",
@@ -151,7 +265,7 @@ mod tests {
             "Bearer token-for-ci-0123456789x",
         ] {
             assert_eq!(
-                authenticate(&with(bad), &tokens).unwrap_err().code,
+                authenticate(&with(bad), &tokens).unwrap_err().code(),
                 "unauthorized",
                 "{bad}"
             );
@@ -183,5 +297,60 @@ mod tests {
         assert!(limiter.check(&[client.clone(), key[0].clone()]).is_err());
         limiter.check(&[client]).unwrap();
         assert!(RateLimiter::new(0).check(&key).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_throttled_per_address() {
+        let tokens = tokens();
+        let limiter = RateLimiter::new(3);
+        let failures = AuthFailures::default();
+        let (guesser, other) = ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
+        let wrong = with("Bearer not-a-token-0123456789");
+        let right = with("Bearer token-for-ci-0123456789");
+        let attempt = |headers: &HeaderMap, client| {
+            authenticate_client(headers, &tokens, &limiter, &failures, client).map_err(|e| e.code())
+        };
+        // A right token takes nothing from the failure bucket.
+        for _ in 0..5 {
+            assert_eq!(attempt(&right, guesser), Ok("ci"));
+        }
+        for _ in 0..3 {
+            assert_eq!(attempt(&wrong, guesser), Err("unauthorized"));
+        }
+        assert_eq!(attempt(&wrong, guesser), Err("rate_limited"));
+        assert_eq!(
+            attempt(&right, guesser),
+            Err("rate_limited"),
+            "a throttled address is not told a right guess"
+        );
+        assert_eq!(attempt(&right, other), Ok("ci"), "other addresses are not");
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(attempt(&right, guesser), Ok("ci"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_logged_once_per_burst() {
+        let failures = AuthFailures::default();
+        let client = "192.0.2.7".parse().unwrap();
+        assert!(
+            failures.note(client, false),
+            "a burst's first failure is logged"
+        );
+        for _ in 0..600 {
+            assert!(!failures.note(client, true));
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        // Still going a minute on: logged again, with the counts.
+        assert!(failures.note(client, false));
+        assert!(!failures.note(client, false));
+        assert!(
+            failures.note("192.0.2.8".parse().unwrap(), false),
+            "per address"
+        );
+        tokio::time::advance(AUTH_FAILURE_LOG_EVERY).await;
+        assert!(
+            failures.note(client, false),
+            "a quiet minute ends the burst"
+        );
     }
 }

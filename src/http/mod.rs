@@ -1,14 +1,17 @@
-//! The HTTP front: one `route` match over method and path. Bodies are capped before they
-//! are read; every error goes through `ApiError`. WebSocket upgrades are handed to `ws`.
+//! The HTTP front: one `route` match over the method and the path's first segment (the path
+//! is split once, never sliced). Bodies are capped and given a deadline before they are
+//! read; every error goes through `ApiError`. WebSocket upgrades, once their `Origin` passes
+//! `origin::OriginPolicy`, are handed to `ws`.
 
 mod api;
 mod assets;
 mod auth;
 mod error;
+mod origin;
 mod recordings;
 mod share;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +24,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 pub use api::{BodyKind, MAX_BODY, parse_create};
-pub use error::{ApiError, CODES as ERROR_CODES};
+pub use error::{ApiError, ApiErrorKind};
 
 pub use assets::page_csp;
-pub use auth::{RateKey, RateLimiter};
+pub use auth::{AuthFailures, RateKey, RateLimiter};
+pub use origin::OriginPolicy;
 
 use crate::config::ApiToken;
 use crate::destination::DestinationPolicy;
@@ -34,6 +38,10 @@ use crate::ws;
 /// How long create-session may spend resolving a target name to check the policy early.
 /// A name that does not resolve in time is checked at connect time instead.
 const PRECHECK_RESOLVE: Duration = Duration::from_secs(2);
+/// How long an authenticated create-session may take to send its body (at most `MAX_BODY`),
+/// from start to end: a deadline, not an idle timer, so a body trickled at a byte a second
+/// cannot hold a connection and a task open. A CI job sends its few KiB at once.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the HTTP layer needs.
 pub struct State {
@@ -44,8 +52,11 @@ pub struct State {
     pub listen: SocketAddr,
     pub api_tokens: Arc<Vec<ApiToken>>,
     pub rate_limiter: RateLimiter,
-    /// Origins allowed to open WebSockets besides our own, lower case.
-    pub allowed_origins: Vec<String>,
+    /// Failed API-token attempts per client address, for logging (throttled in
+    /// `rate_limiter`).
+    pub auth_failures: AuthFailures,
+    /// The pages that may open WebSockets.
+    pub origins: OriginPolicy,
     /// Live sessions one API token may have at once; 0 = no limit beyond --max-sessions.
     pub max_sessions_per_token: usize,
     /// The terminal page's Content-Security-Policy (see `assets::page_csp`).
@@ -57,67 +68,92 @@ pub struct State {
     pub ws: Arc<ws::Context>,
 }
 
+impl State {
+    /// The name of the API token a request from `client` presents; failures are throttled
+    /// per address and logged (see `auth::authenticate_client`).
+    fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<&str, ApiError> {
+        auth::authenticate_client(
+            headers,
+            &self.api_tokens,
+            &self.rate_limiter,
+            &self.auth_failures,
+            client,
+        )
+    }
+}
+
 pub async fn route(
     req: Request<Incoming>,
     state: Arc<State>,
     peer: SocketAddr,
+    local: SocketAddr,
 ) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_owned();
-    let result = match (req.method(), path.as_str()) {
-        (&Method::POST, "/create-session") => {
+    // hyper takes every request-target form (RFC 9112 §3.2); only origin form (`/path`, and
+    // absolute form, whose path hyper gives us) names one of our routes. Authority form
+    // (`GET host:80`, `CONNECT host:22`) and asterisk form (`OPTIONS *`) have no path.
+    let Some(rest) = req.uri().path().strip_prefix('/').map(str::to_owned) else {
+        return ApiError::bad_request_target().into_response();
+    };
+    // The first segment picks the route; `tail` is what follows its slash, if any.
+    let (first, tail) = match rest.split_once('/') {
+        Some((first, tail)) => (first, Some(tail)),
+        None => (rest.as_str(), None),
+    };
+    let get_or_head = matches!(*req.method(), Method::GET | Method::HEAD);
+    let result = match (req.method(), first, tail) {
+        (&Method::POST, "create-session", None) => {
             let result = create_session(req, &state, peer).await;
-            let outcome = result.as_ref().map_or_else(|e| e.code, |_| "created");
+            let outcome = result.as_ref().map_or_else(ApiError::code, |_| "created");
             state.ws.metrics.create_request(outcome);
             result
         }
-        (_, "/create-session") => Err(ApiError::method_not_allowed("POST")),
-        (&Method::GET, "/ws") if !origin_allowed(req.headers(), &state) => {
+        (_, "create-session", None) => Err(ApiError::method_not_allowed("POST")),
+        (&Method::GET, "ws", None) if !origin_allowed(req.headers(), &state, local) => {
             Err(ApiError::origin_forbidden())
         }
-        (&Method::GET, "/ws") => ws::upgrade(req, state.ws.clone()).map_err(ApiError::from),
-        (_, "/ws") => Err(ApiError::method_not_allowed("GET")),
-        (&Method::GET | &Method::HEAD, "/healthz") => Ok(healthz(&state)),
-        (_, "/healthz") => Err(ApiError::method_not_allowed("GET, HEAD")),
-        (&Method::GET | &Method::HEAD, "/readyz") => readyz(&state),
-        (&Method::GET, "/metrics") => metrics(req.headers(), &state, peer),
-        (_, "/metrics") => Err(ApiError::method_not_allowed("GET")),
-        (_, "/readyz") => Err(ApiError::method_not_allowed("GET, HEAD")),
-        (&Method::GET | &Method::HEAD, p) if p.starts_with("/assets/") => {
-            assets::find(&p["/assets/".len()..])
-                .map(|a| assets::serve(a, req.headers()))
-                .ok_or_else(ApiError::not_found)
-        }
-        (&Method::GET, "/recordings") => recordings::list(req.headers(), &state).await,
-        (_, "/recordings") => Err(ApiError::method_not_allowed("GET")),
-        (&Method::GET, p) if p.starts_with("/recordings/") => {
-            recordings::get(&p["/recordings/".len()..], req.headers(), &state).await
-        }
-        (_, p) if p.starts_with("/recordings/") => Err(ApiError::method_not_allowed("GET")),
-        (&Method::GET | &Method::HEAD, "/favicon.ico") => assets::find("favicon.svg")
+        (&Method::GET, "ws", None) => ws::upgrade(req, state.ws.clone()).map_err(ApiError::from),
+        (_, "ws", None) => Err(ApiError::method_not_allowed("GET")),
+        (_, "healthz", None) if get_or_head => Ok(healthz(&state)),
+        (_, "healthz", None) => Err(ApiError::method_not_allowed("GET, HEAD")),
+        (_, "readyz", None) if get_or_head => readyz(&state),
+        (_, "readyz", None) => Err(ApiError::method_not_allowed("GET, HEAD")),
+        (&Method::GET, "metrics", None) => metrics(req.headers(), &state, peer),
+        (_, "metrics", None) => Err(ApiError::method_not_allowed("GET")),
+        (_, "assets", Some(name)) if get_or_head => assets::find(name)
             .map(|a| assets::serve(a, req.headers()))
             .ok_or_else(ApiError::not_found),
-        (method, p) if p.starts_with("/sessions/") => match (method, share::parse_path(p)) {
+        (&Method::GET, "recordings", None) => {
+            recordings::list(req.headers(), &state, peer.ip()).await
+        }
+        (_, "recordings", None) => Err(ApiError::method_not_allowed("GET")),
+        (&Method::GET, "recordings", Some(name)) => {
+            recordings::get(name, req.headers(), &state, peer.ip()).await
+        }
+        (_, "recordings", Some(_)) => Err(ApiError::method_not_allowed("GET")),
+        (_, "favicon.ico", None) if get_or_head => assets::find("favicon.svg")
+            .map(|a| assets::serve(a, req.headers()))
+            .ok_or_else(ApiError::not_found),
+        (method, "sessions", Some(tail)) => match (method, share::parse_path(tail)) {
             (&Method::POST, Some((id, None))) => {
                 let base = base_url(&state, req.headers().get(HOST));
-                share::create(req.headers(), &state, &id, &base)
+                share::create(req.headers(), &state, peer.ip(), &id, &base)
             }
             (_, Some((_, None))) => Err(ApiError::method_not_allowed("POST")),
             (&Method::DELETE, Some((id, Some(link)))) => {
-                share::revoke(req.headers(), &state, &id, &link)
+                share::revoke(req.headers(), &state, peer.ip(), &id, &link)
             }
             (_, Some((_, Some(_)))) => Err(ApiError::method_not_allowed("DELETE")),
             (_, None) => Err(ApiError::not_found()),
         },
-        (&Method::GET | &Method::HEAD, p) if p.starts_with("/view/") => {
+        (_, "view", Some(link)) if get_or_head => {
             // The same page; it watches rather than types when its path is /view/<link>.
-            let link = &p["/view/".len()..];
             let found =
                 Uuid::parse_str(link).is_ok_and(|l| state.ws.registry.by_link(&l).is_some());
             Ok(assets::page(found, &state.page_csp))
         }
-        (&Method::GET | &Method::HEAD, p) if is_page_path(p) => {
+        (_, segment, None) if get_or_head && is_page_segment(segment) => {
             // Pending, or live: a reload of a live session's page resumes it.
-            let found = Uuid::parse_str(&p[1..]).is_ok_and(|id| {
+            let found = Uuid::parse_str(segment).is_ok_and(|id| {
                 state.store.contains(&id)
                     || (state.ws.resume_grace.is_some() && state.ws.registry.contains(&id))
             });
@@ -130,9 +166,8 @@ pub async fn route(
 
 /// `/<one segment>`: a session link, valid or not. Anything that looks like one gets the
 /// friendly HTML page rather than JSON, since a person is holding the link.
-fn is_page_path(path: &str) -> bool {
-    let segment = &path[1..];
-    !segment.is_empty() && segment.len() <= 64 && !segment.contains('/')
+fn is_page_segment(segment: &str) -> bool {
+    !segment.is_empty() && segment.len() <= 64
 }
 
 async fn create_session(
@@ -143,7 +178,7 @@ async fn create_session(
     if state.ws.draining.is_cancelled() {
         return Err(ApiError::from(ws::Refusal::ShuttingDown));
     }
-    let token = auth::authenticate(req.headers(), &state.api_tokens)?;
+    let token = state.authenticate(req.headers(), peer.ip())?;
     if state.max_sessions_per_token > 0
         && state.ws.slots.live_for(token) >= state.max_sessions_per_token
     {
@@ -168,9 +203,10 @@ async fn create_session(
         return Err(ApiError::body_too_large(MAX_BODY));
     }
     let base = base_url(state, req.headers().get(HOST));
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
+    let read = Limited::new(req.into_body(), MAX_BODY).collect();
+    let body = tokio::time::timeout(BODY_READ_TIMEOUT, read)
         .await
+        .map_err(|_| ApiError::body_timeout(BODY_READ_TIMEOUT))?
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 ApiError::body_too_large(MAX_BODY)
@@ -240,29 +276,14 @@ async fn precheck_destination(state: &State, host: &str, port: u16) -> Result<()
 }
 
 /// Browsers send `Origin` with every WebSocket; a page elsewhere must not open sessions with
-/// the user's link (cross-site WebSocket hijacking). Clients that send none (scripts, CI)
-/// cannot be driven by a hostile page, so they pass.
-fn origin_allowed(headers: &HeaderMap, state: &State) -> bool {
-    let Some(origin) = headers.get(ORIGIN) else {
-        return true;
-    };
-    let Ok(origin) = origin.to_str().map(str::to_ascii_lowercase) else {
-        return false;
-    };
-    if state.allowed_origins.contains(&origin) {
-        return true;
+/// the user's link (cross-site WebSocket hijacking, DNS rebinding; see `origin`). Clients
+/// that send none (scripts, CI) cannot be driven by a hostile page, so they pass.
+fn origin_allowed(headers: &HeaderMap, state: &State, local: SocketAddr) -> bool {
+    match headers.get(ORIGIN).map(|o| o.to_str()) {
+        None => true,
+        Some(Ok(origin)) => state.origins.allows(origin, local),
+        Some(Err(_)) => false,
     }
-    let own = match &state.public_url {
-        Some(url) => {
-            let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
-            format!("{scheme}://{}", rest.split('/').next().unwrap_or_default())
-        }
-        None => match headers.get(HOST).and_then(|h| h.to_str().ok()) {
-            Some(host) => format!("{}://{host}", state.scheme),
-            None => return false,
-        },
-    };
-    origin == own.to_ascii_lowercase()
 }
 
 /// `--public-url`, else `<scheme>://<Host>` when the Host header is a plain host[:port],
@@ -292,7 +313,7 @@ fn metrics(
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     if !peer.ip().to_canonical().is_loopback() {
-        auth::authenticate(headers, &state.api_tokens)?;
+        state.authenticate(headers, peer.ip())?;
     }
     let text = state.ws.metrics.render(crate::metrics::Gauges {
         pending: state.store.len(),

@@ -7,6 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -18,7 +19,7 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::{State, assets, auth, uncached};
+use super::{State, assets, uncached};
 
 /// Recordings are served whole from memory; bigger ones are fetched from the disk directly.
 pub const MAX_DOWNLOAD: u64 = 256 * 1024 * 1024;
@@ -27,8 +28,12 @@ pub const MAX_DOWNLOAD: u64 = 256 * 1024 * 1024;
 pub const MAX_LISTED: usize = 10_000;
 
 /// `GET /recordings`: `[{"name","size","modified"}]`, newest first.
-pub async fn list(headers: &HeaderMap, state: &State) -> Result<Response<Full<Bytes>>, ApiError> {
-    auth::authenticate(headers, &state.api_tokens)?;
+pub async fn list(
+    headers: &HeaderMap,
+    state: &State,
+    client: IpAddr,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    state.authenticate(headers, client)?;
     let dir = record_dir(state)?;
     let entries = tokio::task::spawn_blocking(move || read_list(&dir))
         .await
@@ -60,6 +65,7 @@ pub async fn get(
     name: &str,
     headers: &HeaderMap,
     state: &State,
+    client: IpAddr,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     if !name.ends_with(".cast") {
         // The same check as for the file, so the page exists exactly for names that could.
@@ -69,7 +75,7 @@ pub async fn get(
             Err(ApiError::not_found())
         };
     }
-    auth::authenticate(headers, &state.api_tokens)?;
+    state.authenticate(headers, client)?;
     let dir = record_dir(state)?;
     if !is_plain_name(name) {
         return Err(ApiError::not_found());

@@ -2,6 +2,8 @@
 //! /sessions/<id>/share/<view id>` revokes it. Allowed to the session's own page (its
 //! current resume token) and to API token holders. A link lives as long as its session.
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::HeaderMap;
@@ -13,9 +15,9 @@ use super::error::ApiError;
 use super::{State, auth, uncached};
 use crate::ws::ShareError;
 
-/// `/sessions/<id>/share[/<view id>]`, split into its ids; `None` for any other shape.
-pub fn parse_path(path: &str) -> Option<(Uuid, Option<Uuid>)> {
-    let rest = path.strip_prefix("/sessions/")?;
+/// `<id>/share[/<view id>]` (the path after `/sessions/`), split into its ids; `None` for
+/// any other shape.
+pub fn parse_path(rest: &str) -> Option<(Uuid, Option<Uuid>)> {
     let (id, rest) = rest.split_once('/')?;
     let id = Uuid::parse_str(id).ok()?;
     match rest {
@@ -28,21 +30,27 @@ pub fn parse_path(path: &str) -> Option<(Uuid, Option<Uuid>)> {
 }
 
 /// The session's own resume token, or any API token.
-fn authorize(headers: &HeaderMap, state: &State, id: &Uuid) -> Result<(), ApiError> {
+fn authorize(
+    headers: &HeaderMap,
+    state: &State,
+    client: IpAddr,
+    id: &Uuid,
+) -> Result<(), ApiError> {
     let bearer = auth::bearer(headers).ok_or_else(ApiError::unauthorized)?;
     if state.ws.registry.token_matches(id, bearer) {
         return Ok(());
     }
-    auth::authenticate(headers, &state.api_tokens).map(|_| ())
+    state.authenticate(headers, client).map(|_| ())
 }
 
 pub fn create(
     headers: &HeaderMap,
     state: &State,
+    client: IpAddr,
     id: &Uuid,
     base: &str,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    authorize(headers, state, id)?;
+    authorize(headers, state, client, id)?;
     let max = state.ws.max_viewers;
     let link = state.ws.registry.share(id, max).map_err(|e| match e {
         ShareError::UnknownSession => ApiError::unknown_session(),
@@ -68,10 +76,11 @@ pub fn create(
 pub fn revoke(
     headers: &HeaderMap,
     state: &State,
+    client: IpAddr,
     id: &Uuid,
     link: &Uuid,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    authorize(headers, state, id)?;
+    authorize(headers, state, client, id)?;
     if !state.ws.registry.revoke(id, link) {
         return Err(ApiError::not_found());
     }
@@ -95,22 +104,20 @@ mod tests {
     fn paths() {
         let id = Uuid::new_v4();
         let link = Uuid::new_v4();
+        assert_eq!(parse_path(&format!("{id}/share")), Some((id, None)));
         assert_eq!(
-            parse_path(&format!("/sessions/{id}/share")),
-            Some((id, None))
-        );
-        assert_eq!(
-            parse_path(&format!("/sessions/{id}/share/{link}")),
+            parse_path(&format!("{id}/share/{link}")),
             Some((id, Some(link)))
         );
         for bad in [
-            "/sessions/".to_owned(),
-            format!("/sessions/{id}"),
-            format!("/sessions/{id}/share/"),
-            format!("/sessions/{id}/share/x"),
-            format!("/sessions/{id}/sharex"),
-            "/sessions/x/share".to_owned(),
-            format!("/sessions/{id}/share/{link}/more"),
+            String::new(),
+            id.to_string(),
+            format!("{id}/share/"),
+            format!("{id}/share/x"),
+            format!("{id}/sharex"),
+            "x/share".to_owned(),
+            format!("{id}/share/{link}/more"),
+            format!("/{id}/share"),
         ] {
             assert_eq!(parse_path(&bad), None, "{bad}");
         }

@@ -310,3 +310,33 @@ async fn session_cap() {
     again.close().await;
     gw.assert_idle().await;
 }
+
+/// Request targets that are not a path (RFC 9112 §3.2: authority form, asterisk form) get
+/// a JSON 400 with its code, never a dropped connection; in absolute form the path counts.
+#[tokio::test]
+async fn request_targets_that_are_not_paths() {
+    let gw = Gateway::start().await;
+    for head in [
+        "GET example.com:80 HTTP/1.1",
+        "POST example.com:80 HTTP/1.1",
+        "GET 127.0.0.1:8022 HTTP/1.1",
+        "OPTIONS * HTTP/1.1",
+        "CONNECT example.com:22 HTTP/1.1",
+        "CONNECT 127.0.0.1:8022 HTTP/1.1",
+    ] {
+        let res = gw.raw(head, b"").await;
+        assert_eq!(
+            (res.status, res.error_code().as_str()),
+            (400, "bad_request_target"),
+            "{head}"
+        );
+        assert_eq!(res.header("content-type"), Some("application/json"));
+    }
+    let res = gw.raw("GET http://x/healthz HTTP/1.1", b"").await;
+    assert_eq!(res.status, 200, "absolute form: {}", res.text());
+    for head in ["GET http://x/ HTTP/1.1", "GET http://x HTTP/1.1"] {
+        let res = gw.raw(head, b"").await;
+        assert_eq!((res.status, res.error_code().as_str()), (404, "not_found"));
+    }
+    assert_eq!(gw.get("/healthz").await.status, 200, "still serving");
+}

@@ -1,4 +1,5 @@
-//! The documents keep up with the code: docs/PROTOCOL.md names every event and error code,
+//! The documents keep up with the code: docs/PROTOCOL.md names every event and error code
+//! (the HTTP ones from `ApiErrorKind::ALL`, so a new variant must be documented),
 //! and the README flags table every flag of `--help` with its default.
 
 use alfresco_ssh::{http, ws};
@@ -9,7 +10,7 @@ fn every_event_and_code_is_documented() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
     let mut names: Vec<&str> = Vec::new();
     names.extend(ws::event_name::ALL);
-    names.extend(http::ERROR_CODES);
+    names.extend(http::ApiErrorKind::ALL.iter().map(|k| k.code()));
     names.extend(ws::error_codes());
     names.extend(ws::warning_codes());
     assert!(names.len() > 25, "the lists themselves are wired up");
@@ -20,6 +21,39 @@ fn every_event_and_code_is_documented() {
     assert!(
         missing.is_empty(),
         "missing from docs/PROTOCOL.md: {missing:?}"
+    );
+}
+
+/// The HTTP error table is exactly `ApiErrorKind::ALL`: every code once, with its status, and
+/// no code the gateway cannot send.
+#[test]
+fn http_error_table_matches_the_kinds() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let table = doc
+        .split_once("\n### Errors\n")
+        .and_then(|(_, rest)| rest.split_once("\n### "))
+        .map(|(table, _)| table)
+        .expect("PROTOCOL.md has a ### Errors section");
+    // Rows are `| status | `code` | when |`.
+    let mut documented: Vec<(u16, String)> = table
+        .lines()
+        .filter_map(|line| {
+            let mut cells = line.strip_prefix('|')?.split('|').map(str::trim);
+            let status = cells.next()?.parse().ok()?;
+            let code = cells.next()?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((status, code.to_owned()))
+        })
+        .collect();
+    let mut kinds: Vec<(u16, String)> = http::ApiErrorKind::ALL
+        .iter()
+        .map(|k| (k.status().as_u16(), k.code().to_owned()))
+        .collect();
+    documented.sort();
+    kinds.sort();
+    assert_eq!(
+        documented, kinds,
+        "docs/PROTOCOL.md ### Errors vs ApiErrorKind::ALL"
     );
 }
 

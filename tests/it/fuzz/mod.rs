@@ -1,10 +1,13 @@
-//! Property tests ("fuzzing") of the two parsers that take untrusted input: the create-session
-//! body (`http::parse_create`) and the WebSocket event decoder (`ws::decode_text`).
+//! Property tests ("fuzzing") of what takes untrusted input. Here, the two pure parsers: the
+//! create-session body (`http::parse_create`) and the WebSocket event decoder
+//! (`ws::decode_text`), with no sshd or gateway; `wire` sends raw requests to the real binary.
 //!
-//! Both are pure, so no sshd or gateway is needed. Each property runs a fixed number of
-//! random cases on its own thread under a deadline (a hang fails the test instead of stalling
-//! the suite), writes no `proptest-regressions/` files, and prints the shrunk input on failure.
-//! Bodies are built from small models (`Json`, `FormPair`) so the tests know what was sent.
+//! Each property runs a fixed number of random cases on its own thread under a deadline (a
+//! hang fails the test instead of stalling the suite), writes no `proptest-regressions/`
+//! files, and prints the shrunk input on failure. Bodies are built from small models (`Json`,
+//! `FormPair`) so the tests know what was sent.
+
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -58,10 +61,19 @@ fn fuzz<S: Strategy + 'static>(
     strategy: impl FnOnce() -> S + Send + 'static,
     test: impl Fn(S::Value) -> Result<(), TestCaseError> + Send + 'static,
 ) {
+    fuzz_cases(CASES, strategy, test);
+}
+
+/// `fuzz` with its own case count, for properties whose cases cost more than a parse.
+fn fuzz_cases<S: Strategy + 'static>(
+    cases: u32,
+    strategy: impl FnOnce() -> S + Send + 'static,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError> + Send + 'static,
+) {
     let (done, finished) = mpsc::channel();
     let worker = std::thread::spawn(move || {
         let config = Config {
-            cases: CASES,
+            cases,
             failure_persistence: None,
             max_shrink_time: MAX_SHRINK_MS,
             ..Config::default()
@@ -571,7 +583,7 @@ fn check_create(
             }
         }
         Err(e) => {
-            prop_assert_eq!(e.status.as_u16(), 400, "{:?}", e);
+            prop_assert_eq!(e.status().as_u16(), 400, "{:?}", e);
             prop_assert!(
                 [
                     "malformed_body",
@@ -579,7 +591,7 @@ fn check_create(
                     "invalid_field",
                     "ambiguous_credentials"
                 ]
-                .contains(&e.code),
+                .contains(&e.code()),
                 "{:?}",
                 e
             );
@@ -688,7 +700,7 @@ fn json_create(entries: &[(JStr, Json)]) -> Result<(), TestCaseError> {
 
 fn expect_malformed(result: &Result<SessionRequest, ApiError>) -> Result<(), TestCaseError> {
     match result {
-        Err(e) if e.code == "malformed_body" => Ok(()),
+        Err(e) if e.code() == "malformed_body" => Ok(()),
         other => Err(TestCaseError::fail(format!(
             "a lone surrogate was accepted: {other:?}"
         ))),
@@ -761,7 +773,7 @@ fn create_session_form_bodies_are_checked() {
                 .is_some()
             {
                 prop_assert!(
-                    matches!(&result, Err(e) if e.code == "invalid_field"),
+                    matches!(&result, Err(e) if e.code() == "invalid_field"),
                     "repeated {:?} gave {:?}",
                     pair.key,
                     result
@@ -1034,7 +1046,7 @@ fn deep_nesting_is_an_error() {
             format!(r#"{{"hostname":"h","username":"u","password":{nested}}}"#),
         ] {
             let err = parse_create(BodyKind::Json, body.into_bytes()).unwrap_err();
-            assert_eq!(err.code, "malformed_body");
+            assert_eq!(err.code(), "malformed_body");
         }
         assert!(parse_create(BodyKind::Form, nested.clone().into_bytes()).is_err());
     }
