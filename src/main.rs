@@ -120,6 +120,11 @@ fn run(argv: Vec<std::ffi::OsString>, hardening: Vec<String>) -> Result<(), Stri
                  use --tls-cert and --tls-key, or put a TLS-terminating proxy in front"
             );
         }
+        if config.reached_only_by_address() {
+            tracing::warn!(
+                "no --public-url or --allowed-host: browsers may open terminals only from                  {addr} itself; a page reached by a host name or through a proxy gets 403                  (the Host header is not trusted, against DNS rebinding)"
+            );
+        }
         server
             .run(listener, shutdown_signal())
             .await

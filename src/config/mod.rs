@@ -99,6 +99,14 @@ impl Config {
         if self.tls.is_some() { "https" } else { "http" }
     }
 
+    /// Off loopback with no name configured: the origin check accepts only pages served
+    /// from the listen address, which is rarely how people reach a shared gateway.
+    pub fn reached_only_by_address(&self) -> bool {
+        !self.listen.ip().is_loopback()
+            && self.public_url.is_none()
+            && self.allowed_hosts.is_empty()
+    }
+
     /// Plain HTTP on an address other hosts can reach: credentials would cross the network
     /// in clear text, which start-up warns about.
     pub fn is_cleartext_exposed(&self) -> bool {
@@ -218,7 +226,7 @@ fn check_record(args: &Args) -> Result<Option<RecordSettings>, ConfigError> {
     };
     record::prepare_dir(dir).map_err(|e| {
         ConfigError(format!(
-            "--record-dir {}: cannot create or write there: {e}",
+            "--record-dir {}: not usable for recordings: {e}",
             dir.display()
         ))
     })?;
@@ -618,6 +626,30 @@ mod tests {
         std::fs::write(&file, "").unwrap();
         let e = parse(&["--record-dir", file.to_str().unwrap()]).unwrap_err();
         assert!(e.0.starts_with("--record-dir "), "{e}");
+    }
+
+    #[test]
+    fn a_name_is_needed_only_off_loopback() {
+        assert!(!parse(&[]).unwrap().reached_only_by_address());
+        assert!(
+            parse(&["--listen", "0.0.0.0:8022"])
+                .unwrap()
+                .reached_only_by_address()
+        );
+        for named in [
+            &[
+                "--listen",
+                "0.0.0.0:8022",
+                "--public-url",
+                "https://gw.example",
+            ][..],
+            &["--listen", "0.0.0.0:8022", "--allowed-host", "gw.example"][..],
+        ] {
+            assert!(
+                !parse(named).unwrap().reached_only_by_address(),
+                "{named:?}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,11 @@ fn systemd_unit_verifies_against_the_built_binary() {
         unit.contains("ExecStart=/usr/local/bin/alfresco-ssh\n"),
         "the documented install path"
     );
+    // A process that holds credentials must never be written to disk by systemd-coredump.
+    assert!(
+        unit.contains("\nLimitCORE=0\n"),
+        "the unit turns core dumps off"
+    );
     // Point ExecStart at the binary this build made; systemd-analyze checks it exists.
     let binary = env!("CARGO_BIN_EXE_alfresco-ssh");
     let dir = tempfile::tempdir().unwrap();
