@@ -10,20 +10,17 @@
 //! bounded.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::protocol::{self, ClientEvent, ServerEvent};
+use super::outcome::{self, Outcome, bad_message};
+use super::protocol::{ClientEvent, ServerEvent};
 use super::registry::{Command, Registration};
 use super::ring::Ring;
-use super::session::{
-    Counts, Outcome, PING_INTERVAL, bad_message, close_code, finish, read_error, send, shutdown,
-    warn_unknown,
-};
+use super::socket::{PING_INTERVAL, Read, finish, read_event, send, warn_unknown};
 use super::viewer::Viewers;
 use super::{Context, Socket};
 use crate::record::{FLUSH_EVERY, Recording};
@@ -36,17 +33,40 @@ const REPLAY_FRAME: usize = 64 * 1024;
 /// The session's end, and the client socket (if one is attached) to tell it to.
 pub(super) type Ended = (Outcome, Option<Socket>);
 
+/// A claimed, connecting session, as `start` hands it over.
+pub(super) struct Session {
+    pub bridge: Bridge,
+    /// Its place in the registry, and the queue other sockets reach it through.
+    pub registered: (Registration, mpsc::Receiver<Command>),
+    pub recording: Recording,
+    /// The terminal size the client asked for.
+    pub size: (u16, u16),
+    /// `user@host:port`, told to the page with connection-ready.
+    pub target: String,
+    /// When the session was claimed, for the time-to-shell histogram and the end log.
+    pub claimed: Instant,
+}
+
+/// What one session moved, for the traffic metrics and its end log.
+#[derive(Default)]
+struct Counts {
+    bytes_in: u64,
+    bytes_out: u64,
+    frames_in: u64,
+    frames_out: u64,
+}
+
 /// Runs the session until the remote side ends, the client leaves for good, or the server
-/// stops.
-pub(super) async fn run(
-    ctx: &Context,
-    ws: Socket,
-    bridge: Bridge,
-    (registration, commands): (Registration, mpsc::Receiver<Command>),
-    recording: Recording,
-    counts: &mut Counts,
-    size: (u16, u16),
-) -> Ended {
+/// stops, and logs its end (once, here).
+pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Ended {
+    let Session {
+        bridge,
+        registered: (registration, commands),
+        recording,
+        size,
+        target,
+        claimed,
+    } = session;
     let mut live = Live {
         ctx,
         client: Some(ws),
@@ -55,20 +75,23 @@ pub(super) async fn run(
         ring: Ring::new(ctx.resume_buffer),
         viewers: Viewers::default(),
         size,
-        target: counts.target.clone(),
+        target,
+        claimed,
+        counts: Counts::default(),
         resumable: false,
         paused: false,
         told_draining: false,
         commands,
         deferred: VecDeque::new(),
     };
-    let (outcome, client) = live.run(bridge, counts).await;
+    let (outcome, client) = live.run(bridge).await;
     // Viewers are told as the client would be; if the session ended because its client
     // left, as an abandoned session.
     let last = outcome
         .last_event()
         .unwrap_or_else(|| (ServerEvent::Abandoned.encode(), CloseCode::Normal));
     live.viewers.end_all(last.0, last.1);
+    live.log_end(&outcome);
     live.recording.finish();
     (outcome, client)
 }
@@ -86,6 +109,9 @@ struct Live<'c> {
     size: (u16, u16),
     /// `user@host:port`, for connection-ready.
     target: String,
+    /// When the session was claimed.
+    claimed: Instant,
+    counts: Counts,
     /// The shell is ready and resume is on: the session has a resume token (which only the
     /// registry holds) and can wait for its client to come back.
     resumable: bool,
@@ -101,7 +127,7 @@ struct Live<'c> {
 }
 
 impl Live<'_> {
-    async fn run(&mut self, mut bridge: Bridge, counts: &mut Counts) -> Ended {
+    async fn run(&mut self, mut bridge: Bridge) -> Ended {
         let ctx = self.ctx;
         let input = bridge.input();
         let mut pending: Option<Input> = None;
@@ -138,7 +164,7 @@ impl Live<'_> {
             }
             tokio::select! {
                 biased;
-                () = ctx.shutdown.cancelled() => return (shutdown(), self.client.take()),
+                () = ctx.shutdown.cancelled() => return (outcome::shutdown(), self.client.take()),
                 () = ctx.draining.cancelled(), if !self.told_draining && self.client.is_some() => {
                     self.told_draining = true;
                     let warning = ServerEvent::Warning {
@@ -164,7 +190,7 @@ impl Live<'_> {
                 command = next_command(&mut self.deferred, &mut self.commands),
                     if !self.deferred.is_empty() || !self.commands.is_closed() => match command {
                     Some(Command::Resume { ws, token, offset, cols, rows }) => {
-                        let attached = self.resume(ws, &token, offset, counts).await;
+                        let attached = self.resume(ws, &token, offset).await;
                         detached &= !attached;
                         if attached && (cols, rows) != self.size {
                             self.resized(cols, rows);
@@ -183,18 +209,18 @@ impl Live<'_> {
                 event = bridge.next_event(), if !self.paused => match event {
                     Some(BridgeEvent::Output(bytes)) => {
                         last_activity = tokio::time::Instant::now();
-                        counts.bytes_out += bytes.len() as u64;
+                        self.counts.bytes_out += bytes.len() as u64;
                         self.ring.push(&bytes);
                         self.recording.output(&bytes);
                         self.viewers.output(&bytes);
                         if self.client.is_some() {
-                            counts.frames_out += 1;
+                            self.counts.frames_out += 1;
                             self.send_client(ServerEvent::Output(bytes).encode()).await;
                         }
                     }
                     Some(BridgeEvent::Ready { cols, rows }) => {
                         tracing::info!("shell ready");
-                        ctx.metrics.connected(counts.claimed.elapsed().as_secs_f64());
+                        ctx.metrics.connected(self.claimed.elapsed().as_secs_f64());
                         self.size = (cols, rows);
                         self.recording.start(cols, rows, &self.target);
                         let token = ctx.resume_grace.map(|_| self.registration.rotate_token());
@@ -211,8 +237,7 @@ impl Live<'_> {
                     Some(BridgeEvent::Closed(info)) => return self.end(Outcome::Closed(info)),
                     Some(BridgeEvent::Failed(e)) => {
                         tracing::info!(code = e.code(), error = %e.message, "ssh failed");
-                        let close = close_code(&e);
-                        return self.end(Outcome::error(e.code(), e.message, close));
+                        return self.end(Outcome::ssh(e));
                     }
                     None => return self.end(Outcome::error("ssh_failed", "the SSH session ended unexpectedly", CloseCode::Error)),
                 },
@@ -224,48 +249,40 @@ impl Live<'_> {
                     // The thread is gone; its last event says why.
                     None => pending = None,
                 },
-                message = next_message(&mut self.client), if pending.is_none() => {
-                    let event = match message {
-                        Some(Ok(Message::Text(text))) => protocol::decode_text(&text),
-                        Some(Ok(Message::Binary(bytes))) => Ok(protocol::decode_binary(bytes)),
-                        Some(Ok(Message::Close(_))) | None => {
+                read = next_event(&mut self.client), if pending.is_none() => {
+                    let event = match read {
+                        Read::Event(event) => event,
+                        Read::Invalid(e) => return self.end(bad_message(e.0)),
+                        Read::TooLarge => return self.end(outcome::too_large()),
+                        Read::Gone => {
                             self.client = None;
                             continue;
                         }
-                        Some(Ok(_)) => continue,
-                        Some(Err(e)) => match read_error(&e) {
-                            Outcome::ClientGone => {
-                                self.client = None;
-                                continue;
-                            }
-                            outcome => return self.end(outcome),
-                        },
                     };
                     match event {
-                        Ok(ClientEvent::Input(bytes)) if bytes.is_empty() => {}
-                        Ok(ClientEvent::Input(bytes)) => {
+                        ClientEvent::Input(bytes) if bytes.is_empty() => {}
+                        ClientEvent::Input(bytes) => {
                             last_activity = tokio::time::Instant::now();
-                            counts.bytes_in += bytes.len() as u64;
-                            counts.frames_in += 1;
+                            self.counts.bytes_in += bytes.len() as u64;
+                            self.counts.frames_in += 1;
                             self.recording.input(&bytes);
                             pending = Some(Input::Data(bytes));
                         }
-                        Ok(ClientEvent::Resize { cols, rows }) => {
+                        ClientEvent::Resize { cols, rows } => {
                             self.resized(cols, rows);
                             pending = Some(Input::Resize { cols, rows });
                         }
-                        Ok(ClientEvent::Pause) => self.set_paused(&input, true),
-                        Ok(ClientEvent::Resume) => self.set_paused(&input, false),
-                        Ok(ClientEvent::StartSession { .. } | ClientEvent::ResumeSession { .. } | ClientEvent::ViewSession { .. }) => {
+                        ClientEvent::Pause => self.set_paused(&input, true),
+                        ClientEvent::Resume => self.set_paused(&input, false),
+                        ClientEvent::StartSession { .. } | ClientEvent::ResumeSession { .. } | ClientEvent::ViewSession { .. } => {
                             let warning = ServerEvent::Warning { code: "already_started", message: "this socket already has a session" };
                             self.send_client(warning.encode()).await;
                         }
-                        Ok(ClientEvent::Unknown(name)) => {
+                        ClientEvent::Unknown(name) => {
                             if let Some(ws) = self.client.as_mut() {
                                 warn_unknown(ws, &name).await;
                             }
                         }
-                        Err(e) => return self.end(bad_message(e.0)),
                     }
                 }
                 _ = record_flush.tick(), if self.recording.is_active() => self.recording.tick(),
@@ -274,6 +291,31 @@ impl Live<'_> {
                 }
             }
         }
+    }
+
+    /// Counts the session's traffic and logs how it ended: the one line a session's end
+    /// leaves in the log.
+    fn log_end(&self, outcome: &Outcome) {
+        let counts = &self.counts;
+        self.ctx.metrics.traffic(
+            counts.bytes_in,
+            counts.bytes_out,
+            counts.frames_in,
+            counts.frames_out,
+        );
+        let (exit_status, exit_signal) = match outcome {
+            Outcome::Closed(info) => (info.exit_status, info.exit_signal.clone()),
+            _ => (None, None),
+        };
+        tracing::info!(
+            outcome = outcome.label(),
+            exit_status,
+            exit_signal,
+            secs = self.claimed.elapsed().as_secs_f32(),
+            bytes_in = counts.bytes_in,
+            bytes_out = counts.bytes_out,
+            "session ended"
+        );
     }
 
     /// The session ends with `outcome`; the attached client (if any) is told.
@@ -329,12 +371,12 @@ impl Live<'_> {
 
     /// Attaches `ws` as the client if `token` is the current one, replaying what it missed
     /// after `offset`. A client already attached is taken over. `false` if refused.
-    async fn resume(&mut self, ws: Socket, token: &str, offset: u64, counts: &mut Counts) -> bool {
+    async fn resume(&mut self, ws: Socket, token: &str, offset: u64) -> bool {
         let metrics = &self.ctx.metrics;
         // Before the shell is ready, or with resume off, the registry holds no token.
         if !self.registration.is_current(token) {
             metrics.attach("resume_refused");
-            self.refuse(ws, resume_invalid());
+            self.refuse(ws, outcome::resume_invalid());
             return false;
         }
         let replay = match self.ring.since(offset, REPLAY_FRAME) {
@@ -379,7 +421,7 @@ impl Live<'_> {
         };
         self.send_client(resumed.encode()).await;
         for chunk in replay.chunks {
-            counts.frames_out += 1;
+            self.counts.frames_out += 1;
             self.send_client(ServerEvent::Output(chunk).encode()).await;
         }
         true
@@ -390,7 +432,7 @@ impl Live<'_> {
     fn view(&mut self, ws: Socket, link: uuid::Uuid) {
         if !self.registration.has_link(&link) {
             self.ctx.metrics.attach("viewer_refused");
-            self.refuse(ws, unknown_view());
+            self.refuse(ws, outcome::unknown_view());
             return;
         }
         if self.viewers.len() >= self.ctx.max_viewers {
@@ -430,22 +472,6 @@ impl Live<'_> {
     }
 }
 
-pub(super) fn resume_invalid() -> Outcome {
-    Outcome::error(
-        "resume_invalid",
-        "this resume token is unknown, already used or expired, or the session is over",
-        CloseCode::Policy,
-    )
-}
-
-pub(super) fn unknown_view() -> Outcome {
-    Outcome::error(
-        "unknown_view",
-        "this view link is unknown, revoked, or its session is over",
-        CloseCode::Policy,
-    )
-}
-
 /// The next command: a deferred one first, then the queue's. Cancel-safe.
 async fn next_command(
     deferred: &mut VecDeque<Command>,
@@ -457,10 +483,10 @@ async fn next_command(
     }
 }
 
-/// The next message from the client; never, while none is attached. Cancel-safe.
-async fn next_message(client: &mut Option<Socket>) -> Option<Result<Message, WsError>> {
+/// What the attached client sent next; never, while none is attached. Cancel-safe.
+async fn next_event(client: &mut Option<Socket>) -> Read {
     match client {
-        Some(ws) => ws.next().await,
+        Some(ws) => read_event(ws).await,
         None => std::future::pending().await,
     }
 }

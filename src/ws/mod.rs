@@ -1,15 +1,18 @@
 //! The WebSocket side: admission checks before the upgrade, then one task per socket that
-//! claims a pending session and bridges it to SSH (`session`), speaking the Socket.IO-lite
-//! format of `protocol`.
+//! takes its first steps (`start`) and claims a pending session, bridged to SSH by its
+//! `live` task, speaking the Socket.IO-lite format of `protocol`. `socket` and `outcome`
+//! are the vocabulary those tasks share.
 //!
 //! Every refusal that can be known before the 101 (not an upgrade request, no capacity,
 //! shutting down) is answered as plain HTTP; the rest arrive as `ssh-error` events.
 
 mod live;
+mod outcome;
 mod protocol;
 mod registry;
 mod ring;
-mod session;
+mod socket;
+mod start;
 mod viewer;
 
 use std::sync::Arc;
@@ -171,14 +174,14 @@ impl Drop for Slot<'_> {
 
 /// Every code the WebSocket side can send in `ssh-error` (documented in PROTOCOL.md).
 pub fn error_codes() -> Vec<&'static str> {
-    let mut codes = session::SESSION_ERROR_CODES.to_vec();
+    let mut codes = outcome::SESSION_ERROR_CODES.to_vec();
     codes.extend(SshErrorKind::ALL.iter().map(|k| k.code()));
     codes
 }
 
 /// Every code the WebSocket side can send in `warning`.
 pub fn warning_codes() -> &'static [&'static str] {
-    session::WARNING_CODES
+    outcome::WARNING_CODES
 }
 
 /// Checks an upgrade request and, if it passes, answers 101 and serves the socket on a
@@ -214,7 +217,7 @@ pub fn upgrade<B>(
                     Some(config),
                 )
                 .await;
-                session::serve(ws, &ctx).await;
+                start::serve(ws, &ctx).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -15,8 +14,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use uuid::Uuid;
 
 use super::Socket;
-use super::protocol::{self, ClientEvent, ServerEvent};
-use super::session::{PING_INTERVAL, finish_with, send};
+use super::protocol::{ClientEvent, ServerEvent};
+use super::socket::{PING_INTERVAL, Read, finish_with, read_event, send};
 
 /// Messages queued per viewer: up to 64 output frames (4 MiB) before it counts as too slow.
 const VIEWER_QUEUE: usize = 64;
@@ -143,18 +142,12 @@ async fn serve(mut ws: Socket, mut queue: mpsc::Receiver<Message>, ending: Endin
                     return;
                 }
             },
-            message = ws.next() => match message {
-                Some(Ok(Message::Text(text))) => {
-                    if matches!(protocol::decode_text(&text), Ok(ClientEvent::Pause | ClientEvent::Resume)) {
-                        // A viewer's page is not flow-controlled by the session: too slow
-                        // is handled by closing it.
-                        continue;
-                    }
-                    warn_read_only(&mut ws, &mut warned).await;
-                }
-                Some(Ok(Message::Binary(_))) => warn_read_only(&mut ws, &mut warned).await,
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
+            read = read_event(&mut ws) => match read {
+                // A viewer's page is not flow-controlled by the session: too slow is
+                // handled by closing it.
+                Read::Event(ClientEvent::Pause | ClientEvent::Resume) => {}
+                Read::Event(_) | Read::Invalid(_) => warn_read_only(&mut ws, &mut warned).await,
+                Read::TooLarge | Read::Gone => return,
             },
             _ = ping.tick() => {
                 if !send(&mut ws, Message::Ping(Default::default())).await {
