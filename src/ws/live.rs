@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::outcome::{self, Outcome, bad_message};
+use super::outcome::{self, ErrorKind, Outcome, WarningKind, bad_message};
 use super::protocol::{ClientEvent, ServerEvent};
 use super::registry::{Command, Registration};
 use super::ring::Ring;
@@ -24,7 +24,7 @@ use super::socket::{PING_INTERVAL, Read, finish, read_event, send, warn_unknown}
 use super::viewer::Viewers;
 use super::{Context, Socket};
 use crate::record::{FLUSH_EVERY, Recording};
-use crate::ssh::{Bridge, BridgeEvent, Input};
+use crate::ssh::{Bridge, BridgeEvent, Input, SshErrorKind};
 
 /// Largest binary frame a replay or a viewer's snapshot is cut into (the bridge's own
 /// output frames are no larger).
@@ -167,19 +167,19 @@ impl Live<'_> {
                 () = ctx.shutdown.cancelled() => return (outcome::shutdown(), self.client.take()),
                 () = ctx.draining.cancelled(), if !self.told_draining && self.client.is_some() => {
                     self.told_draining = true;
-                    let warning = ServerEvent::Warning {
-                        code: "server_draining",
-                        message: "the gateway is shutting down; finish your work, this session will be ended soon",
-                    };
-                    self.send_client(warning.encode()).await;
+                    let warning = outcome::warning(
+                        WarningKind::ServerDraining,
+                        "the gateway is shutting down; finish your work, this session will be ended soon",
+                    );
+                    self.send_client(warning).await;
                 }
                 () = &mut lifetime => {
-                    return self.end(Outcome::error("session_time_limit", "the session reached its time limit", CloseCode::Away));
+                    return self.end(Outcome::error(ErrorKind::SessionTimeLimit, "the session reached its time limit"));
                 }
                 () = &mut idle => {
                     let limit = ctx.idle_timeout.map_or(never, |t| last_activity + t);
                     if limit <= tokio::time::Instant::now() {
-                        return self.end(Outcome::error("idle_timeout", "the session was idle too long", CloseCode::Away));
+                        return self.end(Outcome::error(ErrorKind::IdleTimeout, "the session was idle too long"));
                     }
                     idle.as_mut().reset(limit);
                 }
@@ -239,7 +239,7 @@ impl Live<'_> {
                         tracing::info!(code = e.code(), error = %e.message, "ssh failed");
                         return self.end(Outcome::ssh(e));
                     }
-                    None => return self.end(Outcome::error("ssh_failed", "the SSH session ended unexpectedly", CloseCode::Error)),
+                    None => return self.end(Outcome::error(SshErrorKind::SshFailed, "the SSH session ended unexpectedly")),
                 },
                 permit = input.reserve(), if pending.is_some() => match permit {
                     Some(permit) => {
@@ -275,8 +275,8 @@ impl Live<'_> {
                         ClientEvent::Pause => self.set_paused(&input, true),
                         ClientEvent::Resume => self.set_paused(&input, false),
                         ClientEvent::StartSession { .. } | ClientEvent::ResumeSession { .. } | ClientEvent::ViewSession { .. } => {
-                            let warning = ServerEvent::Warning { code: "already_started", message: "this socket already has a session" };
-                            self.send_client(warning.encode()).await;
+                            let warning = outcome::warning(WarningKind::AlreadyStarted, "this socket already has a session");
+                            self.send_client(warning).await;
                         }
                         ClientEvent::Unknown(name) => {
                             if let Some(ws) = self.client.as_mut() {
@@ -397,9 +397,8 @@ impl Live<'_> {
             self.refuse(
                 old,
                 Outcome::error(
-                    "session_taken_over",
+                    ErrorKind::SessionTakenOver,
                     "this session was resumed elsewhere (another tab or window)",
-                    CloseCode::Policy,
                 ),
             );
         }
@@ -441,9 +440,8 @@ impl Live<'_> {
             self.refuse(
                 ws,
                 Outcome::error(
-                    "too_many_viewers",
+                    ErrorKind::TooManyViewers,
                     format!("this session already has {max} viewers"),
-                    CloseCode::Again,
                 ),
             );
             return;

@@ -39,6 +39,7 @@ use crate::record::RecordSettings;
 use crate::ssh::{Dialer, HostKeys, SshErrorKind};
 use crate::store::Store;
 
+pub use outcome::{ErrorCode, ErrorKind, WarningKind};
 pub use protocol::{ClientEvent, decode_text};
 pub use protocol::{MAX_MESSAGE, name as event_name};
 pub use registry::{Registry, ShareError};
@@ -172,16 +173,17 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Every code the WebSocket side can send in `ssh-error` (documented in PROTOCOL.md).
+/// Every code the WebSocket side can send in `ssh-error` (documented in PROTOCOL.md): its
+/// own and the SSH side's, taken from the kind enums so no code can be missing.
 pub fn error_codes() -> Vec<&'static str> {
-    let mut codes = outcome::SESSION_ERROR_CODES.to_vec();
-    codes.extend(SshErrorKind::ALL.iter().map(|k| k.code()));
-    codes
+    let own = ErrorKind::ALL.iter().map(|k| k.code());
+    own.chain(SshErrorKind::ALL.iter().map(|k| k.code()))
+        .collect()
 }
 
 /// Every code the WebSocket side can send in `warning`.
-pub fn warning_codes() -> &'static [&'static str] {
-    outcome::WARNING_CODES
+pub fn warning_codes() -> Vec<&'static str> {
+    WarningKind::ALL.iter().map(|k| k.code()).collect()
 }
 
 /// Checks an upgrade request and, if it passes, answers 101 and serves the socket on a

@@ -12,8 +12,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::Socket;
-use super::outcome::Outcome;
-use super::protocol::{self, ClientEvent, ProtocolError, ServerEvent};
+use super::outcome::{self, Outcome, WarningKind};
+use super::protocol::{self, ClientEvent, ProtocolError};
 
 /// A client that takes no bytes for this long is gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,15 +62,8 @@ pub(super) async fn read_event(ws: &mut Socket) -> Read {
 /// gateway does not know, and that must not end its session.
 pub(super) async fn warn_unknown(ws: &mut Socket, name: &str) {
     tracing::debug!(event = name, "unknown event ignored");
-    let _ = send(
-        ws,
-        ServerEvent::Warning {
-            code: "unknown_event",
-            message: "unknown event ignored",
-        }
-        .encode(),
-    )
-    .await;
+    let warning = outcome::warning(WarningKind::UnknownEvent, "unknown event ignored");
+    let _ = send(ws, warning).await;
 }
 
 /// Sends one message; `false` when the client is gone or stopped reading.

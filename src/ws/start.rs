@@ -4,18 +4,17 @@
 
 use std::time::{Duration, Instant};
 
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::live;
-use super::outcome::{self, Outcome, bad_message};
+use super::outcome::{self, ErrorKind, Outcome, bad_message};
 use super::protocol::ClientEvent;
 use super::registry::Command;
 use super::socket::{Read, finish, read_event, warn_unknown};
 use super::{Context, Socket};
 use crate::record::Recording;
-use crate::ssh::{Bridge, Start};
+use crate::ssh::{Bridge, SshErrorKind, Start};
 
 /// The client must say which session it wants this soon after the upgrade.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -41,9 +40,8 @@ pub async fn serve(mut ws: Socket, ctx: &Context) {
     let waited = tokio::time::timeout(START_DEADLINE, wait_for_start(&mut ws)).await;
     let first = match waited.unwrap_or_else(|_| {
         Err(Outcome::error(
-            "start_timeout",
+            ErrorKind::StartTimeout,
             "no start-session within 10 seconds",
-            CloseCode::Policy,
         ))
     }) {
         Ok(first) => first,
@@ -158,26 +156,23 @@ async fn hand_over(
 async fn run(ws: Socket, ctx: &Context, id: Uuid, size: (u16, u16)) -> live::Ended {
     if ctx.draining.is_cancelled() {
         let outcome = Outcome::error(
-            "server_shutdown",
+            ErrorKind::ServerShutdown,
             "the gateway is shutting down and takes no new sessions",
-            CloseCode::Away,
         );
         return (outcome, Some(ws));
     }
     // The slot first: a full gateway must not burn the one-time link.
     let Some(mut slot) = ctx.slots.try_acquire() else {
         let outcome = Outcome::error(
-            "too_many_sessions",
+            ErrorKind::TooManySessions,
             "the gateway is at its session limit; try again later",
-            CloseCode::Again,
         );
         return (outcome, Some(ws));
     };
     let Some(request) = ctx.store.take(&id) else {
         let outcome = Outcome::error(
-            "unknown_session",
+            ErrorKind::UnknownSession,
             "this session link is unknown, already used or expired",
-            CloseCode::Policy,
         );
         return (outcome, Some(ws));
     };
@@ -218,9 +213,8 @@ async fn run(ws: Socket, ctx: &Context, id: Uuid, size: (u16, u16)) -> live::End
         Err(e) => {
             tracing::error!(error = %e, "cannot start a bridge thread");
             let outcome = Outcome::error(
-                "ssh_failed",
+                SshErrorKind::SshFailed,
                 "the gateway cannot start a session now",
-                CloseCode::Error,
             );
             return (outcome, Some(ws));
         }
