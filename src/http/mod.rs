@@ -28,7 +28,7 @@ pub use auth::{RateKey, RateLimiter};
 
 use crate::config::ApiToken;
 use crate::destination::DestinationPolicy;
-use crate::store::Store;
+use crate::store::{Refused, Store};
 use crate::ws;
 
 /// How long create-session may spend resolving a target name to check the policy early.
@@ -144,8 +144,8 @@ async fn create_session(
         return Err(ApiError::from(ws::Refusal::ShuttingDown));
     }
     let token = auth::authenticate(req.headers(), &state.api_tokens)?;
-    if state.max_sessions_per_token > 0
-        && state.ws.slots.live_for(token) >= state.max_sessions_per_token
+    // Pending and live sessions count alike; `store.insert` checks again, atomically.
+    if state.max_sessions_per_token > 0 && state.store.booked(token) >= state.max_sessions_per_token
     {
         return Err(ApiError::from(ws::Refusal::TooManySessions));
     }
@@ -185,8 +185,11 @@ async fn create_session(
     let method = request.credentials.method();
     let (id, expires_at) = state
         .store
-        .insert(request)
-        .map_err(|_| ApiError::too_many_pending())?;
+        .insert(request, state.max_sessions_per_token)
+        .map_err(|e| match e {
+            Refused::Full => ApiError::too_many_pending(),
+            Refused::TokenLimit => ApiError::from(ws::Refusal::TooManySessions),
+        })?;
     tracing::info!(
         session = &id.simple().to_string()[..8],
         %target,

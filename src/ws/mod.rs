@@ -96,18 +96,15 @@ pub enum Refusal {
 }
 
 /// Counts live sessions against `--max-sessions`. A slot is held from the claim of a
-/// session until its bridge thread has exited.
+/// session until its task ends. (Sessions per API token are the store's `Booking`s, which
+/// count pending sessions too.)
 pub struct Slots {
     live: AtomicUsize,
     max: usize,
-    /// Live sessions per API token name, for `--max-sessions-per-token`.
-    per_token: parking_lot::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 pub struct Slot<'a> {
     slots: &'a Slots,
-    /// The token the session was created with, once claimed.
-    token: Option<String>,
 }
 
 impl Slots {
@@ -115,17 +112,11 @@ impl Slots {
         Slots {
             live: AtomicUsize::new(0),
             max,
-            per_token: Default::default(),
         }
     }
 
     pub fn live(&self) -> usize {
         self.live.load(Ordering::Acquire)
-    }
-
-    /// Live sessions created with the API token named `token`.
-    pub fn live_for(&self, token: &str) -> usize {
-        self.per_token.lock().get(token).copied().unwrap_or(0)
     }
 
     pub fn is_full(&self) -> bool {
@@ -138,37 +129,12 @@ impl Slots {
                 (n < self.max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Slot {
-                slots: self,
-                token: None,
-            })
-    }
-}
-
-impl Slot<'_> {
-    /// Counts this session against the API token it was created with.
-    pub fn assign(&mut self, token: &str) {
-        *self
-            .slots
-            .per_token
-            .lock()
-            .entry(token.to_owned())
-            .or_default() += 1;
-        self.token = Some(token.to_owned());
+            .map(|_| Slot { slots: self })
     }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        if let Some(token) = self.token.take() {
-            let mut per_token = self.slots.per_token.lock();
-            if let Some(n) = per_token.get_mut(&token) {
-                *n -= 1;
-                if *n == 0 {
-                    per_token.remove(&token);
-                }
-            }
-        }
         self.slots.live.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -271,11 +237,6 @@ mod tests {
         assert!(slots.is_full());
         drop(a);
         assert_eq!(slots.live(), 1);
-        let mut c = slots.try_acquire().unwrap();
-        c.assign("ci");
-        assert_eq!(slots.live_for("ci"), 1);
-        drop(c);
-        assert_eq!(slots.live_for("ci"), 0);
         assert!(slots.try_acquire().is_some());
     }
 

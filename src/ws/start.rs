@@ -15,6 +15,7 @@ use super::socket::{Read, finish, read_event, warn_unknown};
 use super::{Context, Socket};
 use crate::record::Recording;
 use crate::ssh::{Bridge, SshErrorKind, Start};
+use crate::store::Claimed;
 
 /// The client must say which session it wants this soon after the upgrade.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -162,21 +163,27 @@ async fn run(ws: Socket, ctx: &Context, id: Uuid, size: (u16, u16)) -> live::End
         return (outcome, Some(ws));
     }
     // The slot first: a full gateway must not burn the one-time link.
-    let Some(mut slot) = ctx.slots.try_acquire() else {
+    let Some(_slot) = ctx.slots.try_acquire() else {
         let outcome = Outcome::error(
             ErrorKind::TooManySessions,
             "the gateway is at its session limit; try again later",
         );
         return (outcome, Some(ws));
     };
-    let Some(request) = ctx.store.take(&id) else {
+    // The booking comes with the request and is held until the session ends: the
+    // session counts against its token's --max-sessions-per-token while it is live, as
+    // it did while pending.
+    let Some(Claimed {
+        request,
+        booking: _booking,
+    }) = ctx.store.take(&id)
+    else {
         let outcome = Outcome::error(
             ErrorKind::UnknownSession,
             "this session link is unknown, already used or expired",
         );
         return (outcome, Some(ws));
     };
-    slot.assign(&request.creator);
     let target = request.target.clone();
     // Recording (--record-dir): the file is created once the shell is ready.
     let recording = Recording::new(
