@@ -5,7 +5,9 @@
 //! Every output chunk goes to the ring (for resumes and new viewers), the viewers (never
 //! waited for) and the client (waited for, so a slow client slows the SSH channel, not the
 //! gateway's memory). Without a client the session keeps running for the resume grace
-//! period, its output kept in the ring. The loop never blocks one direction on the other:
+//! period, its output kept in the ring; once the ring is full and no one (client or viewer)
+//! is attached, the bridge stops reading (`held`), so a flooding program waits in the SSH
+//! window instead of churning the ring for the whole grace. The loop never blocks one direction on the other:
 //! while input waits for room in the bridge's queue, output keeps flowing. Every wait is
 //! bounded.
 
@@ -80,6 +82,7 @@ pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Ended {
         counts: Counts::default(),
         resumable: false,
         paused: false,
+        held: false,
         told_draining: false,
         commands,
         deferred: VecDeque::new(),
@@ -117,6 +120,8 @@ struct Live<'c> {
     resumable: bool,
     /// The attached client asked for no output (flow control).
     paused: bool,
+    /// Reads are stopped because no one is attached and the ring is full (see `hold`).
+    held: bool,
     /// The attached client has been told the server is draining.
     told_draining: bool,
     /// Resumes, viewers and revocations from other tasks.
@@ -162,6 +167,8 @@ impl Live<'_> {
                     .reset(tokio::time::Instant::now() + grace_period);
                 tracing::info!(grace_secs = grace_period.as_secs(), "client detached");
             }
+            // After every turn, since output, attaches and viewers all change the answer.
+            self.hold(&input);
             tokio::select! {
                 biased;
                 () = ctx.shutdown.cancelled() => return (outcome::shutdown(), self.client.take()),
@@ -354,6 +361,19 @@ impl Live<'_> {
         };
         if !keep {
             self.client = None;
+        }
+    }
+
+    /// Stops the bridge reading while no one is attached and the ring is full, and starts
+    /// it again when someone attaches. More output would only push bytes no one has seen
+    /// out of the ring; stopped, the program waits in the SSH window. Events already
+    /// queued are still taken, so the session sees its end while held.
+    fn hold(&mut self, input: &crate::ssh::InputSender) {
+        let hold = self.client.is_none() && self.viewers.len() == 0 && self.ring.is_full();
+        if hold != self.held {
+            self.held = hold;
+            input.set_paused(hold || self.paused);
+            tracing::debug!(held = hold, "reads while detached");
         }
     }
 
