@@ -21,6 +21,59 @@ use uuid::Uuid;
 
 use crate::request::SessionRequest;
 
+/// A session's id: 122 random bits (UUID v4, from the OS CSPRNG). The full id is a
+/// capability (whoever holds it may claim the session), so `Display` and `Debug` print only
+/// its first 8 hex digits, enough to follow one session through the logs; the full form is
+/// asked for by name (`full`), for the session's URL and the create-session answer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(Uuid);
+
+impl SessionId {
+    fn new() -> Self {
+        SessionId(Uuid::new_v4())
+    }
+
+    /// The whole id, which unlocks the session: for its link, never for a log line.
+    pub fn full(&self) -> Uuid {
+        self.0
+    }
+}
+
+/// A parsed id from the network (a link, a `start-session`), to look a session up by.
+impl From<Uuid> for SessionId {
+    fn from(id: Uuid) -> Self {
+        SessionId(id)
+    }
+}
+
+impl From<&Uuid> for SessionId {
+    fn from(id: &Uuid) -> Self {
+        SessionId(*id)
+    }
+}
+
+/// Lookups by a parsed `Uuid` need no conversion; the hash is the `Uuid`'s own.
+impl std::borrow::Borrow<Uuid> for SessionId {
+    fn borrow(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut hex = Uuid::encode_buffer();
+        let hex = self.0.simple().encode_lower(&mut hex);
+        // 32 ASCII hex digits, so the first 8 are a char boundary.
+        f.write_str(hex.get(..8).unwrap_or(hex))
+    }
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SessionId({self}…)")
+    }
+}
+
 struct Pending {
     request: SessionRequest,
     booking: Booking,
@@ -85,7 +138,7 @@ pub struct Claimed {
 pub struct Store {
     ttl: Duration,
     capacity: usize,
-    sessions: Mutex<HashMap<Uuid, Pending>>,
+    sessions: Mutex<HashMap<SessionId, Pending>>,
     bookings: Bookings,
 }
 
@@ -99,15 +152,15 @@ impl Store {
         }
     }
 
-    /// Holds `request` under a fresh random id (UUID v4, from the OS CSPRNG), if the store
+    /// Holds `request` under a fresh random id, if the store
     /// has room and its creator has fewer than `max_per_token` sessions pending or live
     /// (0: no limit). Returns the id and the wall-clock time it expires.
     pub fn insert(
         &self,
         request: SessionRequest,
         max_per_token: usize,
-    ) -> Result<(Uuid, SystemTime), Refused> {
-        let id = Uuid::new_v4();
+    ) -> Result<(SessionId, SystemTime), Refused> {
+        let id = SessionId::new();
         let expires = Instant::now() + self.ttl;
         let mut sessions = self.sessions.lock();
         if sessions.len() >= self.capacity {
@@ -157,8 +210,8 @@ impl Store {
     }
 
     /// Claims `id`: removes it and hands over the request with its booking, once.
-    pub fn take(&self, id: &Uuid) -> Option<Claimed> {
-        let pending = self.sessions.lock().remove(id)?;
+    pub fn take(&self, id: impl Into<SessionId>) -> Option<Claimed> {
+        let pending = self.sessions.lock().remove(&id.into())?;
         (pending.expires > Instant::now()).then_some(Claimed {
             request: pending.request,
             booking: pending.booking,
@@ -170,7 +223,7 @@ impl Store {
         let now = Instant::now();
         let expired: Vec<Pending> = {
             let mut sessions = self.sessions.lock();
-            let ids: Vec<Uuid> = sessions
+            let ids: Vec<SessionId> = sessions
                 .iter()
                 .filter(|(_, p)| p.expires <= now)
                 .map(|(id, _)| *id)
@@ -213,15 +266,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_session_id_shows_only_its_short_form() {
+        let uuid = Uuid::new_v4();
+        let id = SessionId::from(uuid);
+        let short = &uuid.simple().to_string()[..8];
+        assert_eq!(id.to_string(), short);
+        assert_eq!(format!("{id:?}"), format!("SessionId({short}…)"));
+        assert_eq!(id.full(), uuid);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn take_is_one_time() {
         let store = Store::new(Duration::from_secs(60), 10);
         let (id, _) = store.insert(request(), 0).unwrap();
-        assert!(store.contains(&id));
-        assert!(store.take(&id).is_some());
-        assert!(store.take(&id).is_none());
-        assert!(!store.contains(&id));
-        assert!(store.take(&Uuid::new_v4()).is_none());
+        assert!(store.contains(&id.full()));
+        assert!(store.take(id).is_some());
+        assert!(store.take(id).is_none());
+        assert!(!store.contains(&id.full()));
+        assert!(store.take(Uuid::new_v4()).is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -230,12 +293,12 @@ mod tests {
         let (id, _) = store.insert(request(), 0).unwrap();
         let (other, _) = store.insert(request(), 0).unwrap();
         tokio::time::advance(Duration::from_secs(59)).await;
-        assert!(store.contains(&id));
+        assert!(store.contains(&id.full()));
         assert_eq!(store.sweep(), 0);
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(!store.contains(&id));
+        assert!(!store.contains(&id.full()));
         assert!(
-            store.take(&other).is_none(),
+            store.take(other).is_none(),
             "an expired id cannot be claimed"
         );
         assert_eq!(store.sweep(), 1);
@@ -263,7 +326,7 @@ mod tests {
             Refused::TokenLimit,
             "a pending session counts"
         );
-        let claimed = store.take(&id).unwrap();
+        let claimed = store.take(id).unwrap();
         assert_eq!(store.booked("ci"), 1, "and still counts once claimed");
         assert_eq!(store.insert(request(), 1).unwrap_err(), Refused::TokenLimit);
         drop(claimed);

@@ -191,7 +191,7 @@ async fn create_session(
             Refused::TokenLimit => ApiError::from(ws::Refusal::TooManySessions),
         })?;
     tracing::info!(
-        session = &id.simple().to_string()[..8],
+        session = %id,
         %target,
         auth = method,
         token,
@@ -199,8 +199,9 @@ async fn create_session(
         "session created"
     );
 
-    let url = format!("{base}/{id}");
-    let body = api::created_body(&id, &url, expires_at);
+    // The full id, as the link's capability; logs get only the short form (`%id`).
+    let url = format!("{base}/{}", id.full());
+    let body = api::created_body(&id.full(), &url, expires_at);
     Ok(uncached(
         StatusCode::CREATED,
         "application/json",

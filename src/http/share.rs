@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::{State, auth, uncached};
+use crate::store::SessionId;
 use crate::ws::ShareError;
 
 /// `/sessions/<id>/share[/<view id>]`, split into its ids; `None` for any other shape.
@@ -49,7 +50,7 @@ pub fn create(
         ShareError::TooManyLinks { max } => ApiError::too_many_share_links(max),
     })?;
     tracing::info!(
-        session = &id.simple().to_string()[..8],
+        session = %SessionId::from(id),
         view = &link.simple().to_string()[..8],
         "share link created"
     );
@@ -76,7 +77,7 @@ pub fn revoke(
         return Err(ApiError::not_found());
     }
     tracing::info!(
-        session = &id.simple().to_string()[..8],
+        session = %SessionId::from(id),
         view = &link.simple().to_string()[..8],
         "share link revoked"
     );

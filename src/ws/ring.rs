@@ -127,7 +127,10 @@ mod tests {
         assert!(!ring.is_full());
         ring.push(b"de");
         assert!(ring.is_full(), "it holds 4 of 5 bytes");
-        assert!(Ring::new(0).is_full(), "a ring of 0 bytes holds nothing more");
+        assert!(
+            Ring::new(0).is_full(),
+            "a ring of 0 bytes holds nothing more"
+        );
     }
 
     fn joined(r: &Replay) -> Vec<u8> {

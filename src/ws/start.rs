@@ -15,7 +15,7 @@ use super::socket::{Read, finish, read_event, warn_unknown};
 use super::{Context, Socket};
 use crate::record::Recording;
 use crate::ssh::{Bridge, SshErrorKind, Start};
-use crate::store::Claimed;
+use crate::store::{Claimed, SessionId};
 
 /// The client must say which session it wants this soon after the upgrade.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -25,7 +25,7 @@ const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// What a socket asks for first.
 enum First {
     /// Claim pending session `id` and run it at this size.
-    Start { id: Uuid, cols: u16, rows: u16 },
+    Start { id: SessionId, cols: u16, rows: u16 },
     /// Take a live session (back) over with its current resume token.
     Resume {
         token: String,
@@ -53,9 +53,8 @@ pub async fn serve(mut ws: Socket, ctx: &Context) {
     };
     match first {
         First::Start { id, cols, rows } => {
-            let span = tracing::info_span!("session", id = tracing::field::Empty);
-            // Only the first 8 characters: the full id is a capability and stays out of logs.
-            span.record("id", &id.simple().to_string()[..8]);
+            // A SessionId shows only its short form: the full id stays out of logs.
+            let span = tracing::info_span!("session", %id);
             let (outcome, client) = run(ws, ctx, id, (cols, rows))
                 .instrument(span.clone())
                 .await;
@@ -102,7 +101,11 @@ async fn wait_for_start(ws: &mut Socket) -> Result<First, Outcome> {
             Read::Gone => return Err(Outcome::ClientGone),
         };
         return Ok(match event {
-            ClientEvent::StartSession { id, cols, rows } => First::Start { id, cols, rows },
+            ClientEvent::StartSession { id, cols, rows } => First::Start {
+                id: id.into(),
+                cols,
+                rows,
+            },
             ClientEvent::ResumeSession {
                 token,
                 offset,
@@ -154,7 +157,7 @@ async fn hand_over(
 
 /// Claims session `id`, connects, and runs it until it ends. Returns how it ended and the
 /// client socket attached at the end, if any.
-async fn run(ws: Socket, ctx: &Context, id: Uuid, size: (u16, u16)) -> live::Ended {
+async fn run(ws: Socket, ctx: &Context, id: SessionId, size: (u16, u16)) -> live::Ended {
     if ctx.draining.is_cancelled() {
         let outcome = Outcome::error(
             ErrorKind::ServerShutdown,
@@ -176,7 +179,7 @@ async fn run(ws: Socket, ctx: &Context, id: Uuid, size: (u16, u16)) -> live::End
     let Some(Claimed {
         request,
         booking: _booking,
-    }) = ctx.store.take(&id)
+    }) = ctx.store.take(id)
     else {
         let outcome = Outcome::error(
             ErrorKind::UnknownSession,
@@ -186,11 +189,7 @@ async fn run(ws: Socket, ctx: &Context, id: Uuid, size: (u16, u16)) -> live::End
     };
     let target = request.target.clone();
     // Recording (--record-dir): the file is created once the shell is ready.
-    let recording = Recording::new(
-        ctx.record.as_ref(),
-        &id.simple().to_string()[..8],
-        &request.term,
-    );
+    let recording = Recording::new(ctx.record.as_ref(), &id.to_string(), &request.term);
     tracing::info!(%target, auth = request.credentials.method(), "session claimed");
     let claimed = Instant::now();
 
