@@ -7,9 +7,9 @@
 //! gateway's memory). Without a client the session keeps running for the resume grace
 //! period, its output kept in the ring; once the ring is full and no one (client or viewer)
 //! is attached, the bridge stops reading (`held`), so a flooding program waits in the SSH
-//! window instead of churning the ring for the whole grace. The loop never blocks one direction on the other:
-//! while input waits for room in the bridge's queue, output keeps flowing. Every wait is
-//! bounded.
+//! window instead of churning the ring for the whole grace. The loop never blocks one
+//! direction on the other: while input waits for room in the bridge's queue, output keeps
+//! flowing. Every wait is bounded.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
