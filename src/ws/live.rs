@@ -59,10 +59,12 @@ struct Counts {
 }
 
 /// Runs the session until the remote side ends, the client leaves for good, or the server
-/// stops, and logs its end (once, here).
-pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Ended {
+/// stops; logs its end (once, here), tells the client, and returns once the bridge thread
+/// has exited too. The caller's slot is therefore held as long as the thread lives, so
+/// `--max-sessions` bounds threads, and a drained tracker means no threads are left.
+pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Outcome {
     let Session {
-        bridge,
+        mut bridge,
         registered: (registration, commands),
         recording,
         size,
@@ -87,7 +89,7 @@ pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Ended {
         commands,
         deferred: VecDeque::new(),
     };
-    let (outcome, client) = live.run(bridge).await;
+    let (outcome, client) = live.run(&mut bridge).await;
     // Viewers are told as the client would be; if the session ended because its client
     // left, as an abandoned session.
     let last = outcome
@@ -96,7 +98,14 @@ pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Ended {
     live.viewers.end_all(last.0, last.1);
     live.log_end(&outcome);
     live.recording.finish();
-    (outcome, client)
+    // The client hears at once; the thread closes meanwhile (bounded by `Bridge::finish`).
+    let tell = async {
+        if let Some(mut ws) = client {
+            finish(&mut ws, &outcome).await;
+        }
+    };
+    tokio::join!(tell, bridge.finish());
+    outcome
 }
 
 struct Live<'c> {
@@ -132,7 +141,7 @@ struct Live<'c> {
 }
 
 impl Live<'_> {
-    async fn run(&mut self, mut bridge: Bridge) -> Ended {
+    async fn run(&mut self, bridge: &mut Bridge) -> Ended {
         let ctx = self.ctx;
         let input = bridge.input();
         let mut pending: Option<Input> = None;

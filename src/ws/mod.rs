@@ -96,8 +96,8 @@ pub enum Refusal {
 }
 
 /// Counts live sessions against `--max-sessions`. A slot is held from the claim of a
-/// session until its task ends. (Sessions per API token are the store's `Booking`s, which
-/// count pending sessions too.)
+/// session until its bridge thread has exited. (Sessions per API token are the store's
+/// `Booking`s, which count pending sessions too.)
 pub struct Slots {
     live: AtomicUsize,
     max: usize,

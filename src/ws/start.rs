@@ -234,5 +234,6 @@ async fn run(ws: Socket, ctx: &Context, id: SessionId, size: (u16, u16)) -> live
         target: target.to_string(),
         claimed,
     };
-    live::run(ctx, ws, session).await
+    // The live session tells its own client how it ended.
+    (live::run(ctx, ws, session).await, None)
 }

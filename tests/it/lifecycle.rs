@@ -248,3 +248,37 @@ async fn the_token_limit_counts_pending_sessions() {
     gw.assert_idle().await;
     gw.create_id(&body).await;
 }
+
+/// A session counts as live until its bridge thread has exited, not only its task: a thread
+/// still closing on a server that stopped answering holds its --max-sessions slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_live_until_its_thread_has_exited() {
+    let sshd = Sshd::start();
+    let proxy = crate::support::proxy::Proxy::start(sshd.addr()).await;
+    let gw = Gateway::start().await;
+    let mut body = password_body(&sshd);
+    body["port"] = json!(proxy.addr.port());
+    let mut term = gw.open(&body, 80, 24).await;
+    term.ready().await;
+    // The thread's close now waits for a server that never answers (its close timeouts).
+    proxy.freeze();
+    term.close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        // `live` first: the thread's count drops before its slot is given back.
+        let live = gw.handle.live();
+        let threads = gw.handle.bridge_threads();
+        assert!(
+            live >= threads,
+            "{threads} bridge threads outlive their slot"
+        );
+        if threads == 0 && live == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
