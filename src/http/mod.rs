@@ -32,7 +32,7 @@ pub use origin::OriginPolicy;
 
 use crate::config::ApiToken;
 use crate::destination::DestinationPolicy;
-use crate::store::Store;
+use crate::store::{Refused, Store};
 use crate::ws;
 
 /// How long create-session may spend resolving a target name to check the policy early.
@@ -179,8 +179,8 @@ async fn create_session(
         return Err(ApiError::from(ws::Refusal::ShuttingDown));
     }
     let token = state.authenticate(req.headers(), peer.ip())?;
-    if state.max_sessions_per_token > 0
-        && state.ws.slots.live_for(token) >= state.max_sessions_per_token
+    // Pending and live sessions count alike; `store.insert` checks again, atomically.
+    if state.max_sessions_per_token > 0 && state.store.booked(token) >= state.max_sessions_per_token
     {
         return Err(ApiError::from(ws::Refusal::TooManySessions));
     }
@@ -221,10 +221,13 @@ async fn create_session(
     let method = request.credentials.method();
     let (id, expires_at) = state
         .store
-        .insert(request)
-        .map_err(|_| ApiError::too_many_pending())?;
+        .insert(request, state.max_sessions_per_token)
+        .map_err(|e| match e {
+            Refused::Full => ApiError::too_many_pending(),
+            Refused::TokenLimit => ApiError::from(ws::Refusal::TooManySessions),
+        })?;
     tracing::info!(
-        session = &id.simple().to_string()[..8],
+        session = %id,
         %target,
         auth = method,
         token,
@@ -232,8 +235,9 @@ async fn create_session(
         "session created"
     );
 
-    let url = format!("{base}/{id}");
-    let body = api::created_body(&id, &url, expires_at);
+    // The full id, as the link's capability; logs get only the short form (`%id`).
+    let url = format!("{base}/{}", id.full());
+    let body = api::created_body(&id.full(), &url, expires_at);
     Ok(uncached(
         StatusCode::CREATED,
         "application/json",

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::{State, auth, uncached};
+use crate::store::SessionId;
 use crate::ws::ShareError;
 
 /// `<id>/share[/<view id>]` (the path after `/sessions/`), split into its ids; `None` for
@@ -57,7 +58,7 @@ pub fn create(
         ShareError::TooManyLinks { max } => ApiError::too_many_share_links(max),
     })?;
     tracing::info!(
-        session = &id.simple().to_string()[..8],
+        session = %SessionId::from(id),
         view = &link.simple().to_string()[..8],
         "share link created"
     );
@@ -85,7 +86,7 @@ pub fn revoke(
         return Err(ApiError::not_found());
     }
     tracing::info!(
-        session = &id.simple().to_string()[..8],
+        session = %SessionId::from(id),
         view = &link.simple().to_string()[..8],
         "share link revoked"
     );

@@ -5,29 +5,28 @@
 //! Every output chunk goes to the ring (for resumes and new viewers), the viewers (never
 //! waited for) and the client (waited for, so a slow client slows the SSH channel, not the
 //! gateway's memory). Without a client the session keeps running for the resume grace
-//! period, its output kept in the ring. The loop never blocks one direction on the other:
-//! while input waits for room in the bridge's queue, output keeps flowing. Every wait is
-//! bounded.
+//! period, its output kept in the ring; once the ring is full and no one (client or viewer)
+//! is attached, the bridge stops reading (`held`), so a flooding program waits in the SSH
+//! window instead of churning the ring for the whole grace. The loop never blocks one
+//! direction on the other: while input waits for room in the bridge's queue, output keeps
+//! flowing. Every wait is bounded.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::protocol::{self, ClientEvent, ServerEvent};
+use super::outcome::{self, ErrorKind, Outcome, WarningKind, bad_message};
+use super::protocol::{ClientEvent, ServerEvent};
 use super::registry::{Command, Registration};
 use super::ring::Ring;
-use super::session::{
-    Counts, Outcome, PING_INTERVAL, bad_message, close_code, finish, read_error, send, shutdown,
-    warn_unknown,
-};
+use super::socket::{PING_INTERVAL, Read, finish, read_event, send, warn_unknown};
 use super::viewer::Viewers;
 use super::{Context, Socket};
 use crate::record::{FLUSH_EVERY, Recording};
-use crate::ssh::{Bridge, BridgeEvent, Input};
+use crate::ssh::{Bridge, BridgeEvent, Input, SshErrorKind};
 
 /// Largest binary frame a replay or a viewer's snapshot is cut into (the bridge's own
 /// output frames are no larger).
@@ -36,17 +35,42 @@ const REPLAY_FRAME: usize = 64 * 1024;
 /// The session's end, and the client socket (if one is attached) to tell it to.
 pub(super) type Ended = (Outcome, Option<Socket>);
 
+/// A claimed, connecting session, as `start` hands it over.
+pub(super) struct Session {
+    pub bridge: Bridge,
+    /// Its place in the registry, and the queue other sockets reach it through.
+    pub registered: (Registration, mpsc::Receiver<Command>),
+    pub recording: Recording,
+    /// The terminal size the client asked for.
+    pub size: (u16, u16),
+    /// `user@host:port`, told to the page with connection-ready.
+    pub target: String,
+    /// When the session was claimed, for the time-to-shell histogram and the end log.
+    pub claimed: Instant,
+}
+
+/// What one session moved, for the traffic metrics and its end log.
+#[derive(Default)]
+struct Counts {
+    bytes_in: u64,
+    bytes_out: u64,
+    frames_in: u64,
+    frames_out: u64,
+}
+
 /// Runs the session until the remote side ends, the client leaves for good, or the server
-/// stops.
-pub(super) async fn run(
-    ctx: &Context,
-    ws: Socket,
-    bridge: Bridge,
-    (registration, commands): (Registration, mpsc::Receiver<Command>),
-    recording: Recording,
-    counts: &mut Counts,
-    size: (u16, u16),
-) -> Ended {
+/// stops; logs its end (once, here), tells the client, and returns once the bridge thread
+/// has exited too. The caller's slot is therefore held as long as the thread lives, so
+/// `--max-sessions` bounds threads, and a drained tracker means no threads are left.
+pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Outcome {
+    let Session {
+        mut bridge,
+        registered: (registration, commands),
+        recording,
+        size,
+        target,
+        claimed,
+    } = session;
     let mut live = Live {
         ctx,
         client: Some(ws),
@@ -55,22 +79,33 @@ pub(super) async fn run(
         ring: Ring::new(ctx.resume_buffer),
         viewers: Viewers::default(),
         size,
-        target: counts.target.clone(),
+        target,
+        claimed,
+        counts: Counts::default(),
         resumable: false,
         paused: false,
+        held: false,
         told_draining: false,
         commands,
         deferred: VecDeque::new(),
     };
-    let (outcome, client) = live.run(bridge, counts).await;
+    let (outcome, client) = live.run(&mut bridge).await;
     // Viewers are told as the client would be; if the session ended because its client
     // left, as an abandoned session.
     let last = outcome
         .last_event()
         .unwrap_or_else(|| (ServerEvent::Abandoned.encode(), CloseCode::Normal));
     live.viewers.end_all(last.0, last.1);
+    live.log_end(&outcome);
     live.recording.finish();
-    (outcome, client)
+    // The client hears at once; the thread closes meanwhile (bounded by `Bridge::finish`).
+    let tell = async {
+        if let Some(mut ws) = client {
+            finish(&mut ws, &outcome).await;
+        }
+    };
+    tokio::join!(tell, bridge.finish());
+    outcome
 }
 
 struct Live<'c> {
@@ -86,11 +121,16 @@ struct Live<'c> {
     size: (u16, u16),
     /// `user@host:port`, for connection-ready.
     target: String,
+    /// When the session was claimed.
+    claimed: Instant,
+    counts: Counts,
     /// The shell is ready and resume is on: the session has a resume token (which only the
     /// registry holds) and can wait for its client to come back.
     resumable: bool,
     /// The attached client asked for no output (flow control).
     paused: bool,
+    /// Reads are stopped because no one is attached and the ring is full (see `hold`).
+    held: bool,
     /// The attached client has been told the server is draining.
     told_draining: bool,
     /// Resumes, viewers and revocations from other tasks.
@@ -101,7 +141,7 @@ struct Live<'c> {
 }
 
 impl Live<'_> {
-    async fn run(&mut self, mut bridge: Bridge, counts: &mut Counts) -> Ended {
+    async fn run(&mut self, bridge: &mut Bridge) -> Ended {
         let ctx = self.ctx;
         let input = bridge.input();
         let mut pending: Option<Input> = None;
@@ -136,24 +176,26 @@ impl Live<'_> {
                     .reset(tokio::time::Instant::now() + grace_period);
                 tracing::info!(grace_secs = grace_period.as_secs(), "client detached");
             }
+            // After every turn, since output, attaches and viewers all change the answer.
+            self.hold(&input);
             tokio::select! {
                 biased;
-                () = ctx.shutdown.cancelled() => return (shutdown(), self.client.take()),
+                () = ctx.shutdown.cancelled() => return (outcome::shutdown(), self.client.take()),
                 () = ctx.draining.cancelled(), if !self.told_draining && self.client.is_some() => {
                     self.told_draining = true;
-                    let warning = ServerEvent::Warning {
-                        code: "server_draining",
-                        message: "the gateway is shutting down; finish your work, this session will be ended soon",
-                    };
-                    self.send_client(warning.encode()).await;
+                    let warning = outcome::warning(
+                        WarningKind::ServerDraining,
+                        "the gateway is shutting down; finish your work, this session will be ended soon",
+                    );
+                    self.send_client(warning).await;
                 }
                 () = &mut lifetime => {
-                    return self.end(Outcome::error("session_time_limit", "the session reached its time limit", CloseCode::Away));
+                    return self.end(Outcome::error(ErrorKind::SessionTimeLimit, "the session reached its time limit"));
                 }
                 () = &mut idle => {
                     let limit = ctx.idle_timeout.map_or(never, |t| last_activity + t);
                     if limit <= tokio::time::Instant::now() {
-                        return self.end(Outcome::error("idle_timeout", "the session was idle too long", CloseCode::Away));
+                        return self.end(Outcome::error(ErrorKind::IdleTimeout, "the session was idle too long"));
                     }
                     idle.as_mut().reset(limit);
                 }
@@ -164,7 +206,7 @@ impl Live<'_> {
                 command = next_command(&mut self.deferred, &mut self.commands),
                     if !self.deferred.is_empty() || !self.commands.is_closed() => match command {
                     Some(Command::Resume { ws, token, offset, cols, rows }) => {
-                        let attached = self.resume(ws, &token, offset, counts).await;
+                        let attached = self.resume(ws, &token, offset).await;
                         detached &= !attached;
                         if attached && (cols, rows) != self.size {
                             self.resized(cols, rows);
@@ -183,18 +225,18 @@ impl Live<'_> {
                 event = bridge.next_event(), if !self.paused => match event {
                     Some(BridgeEvent::Output(bytes)) => {
                         last_activity = tokio::time::Instant::now();
-                        counts.bytes_out += bytes.len() as u64;
+                        self.counts.bytes_out += bytes.len() as u64;
                         self.ring.push(&bytes);
                         self.recording.output(&bytes);
                         self.viewers.output(&bytes);
                         if self.client.is_some() {
-                            counts.frames_out += 1;
+                            self.counts.frames_out += 1;
                             self.send_client(ServerEvent::Output(bytes).encode()).await;
                         }
                     }
                     Some(BridgeEvent::Ready { cols, rows }) => {
                         tracing::info!("shell ready");
-                        ctx.metrics.connected(counts.claimed.elapsed().as_secs_f64());
+                        ctx.metrics.connected(self.claimed.elapsed().as_secs_f64());
                         self.size = (cols, rows);
                         self.recording.start(cols, rows, &self.target);
                         let token = ctx.resume_grace.map(|_| self.registration.rotate_token());
@@ -211,10 +253,9 @@ impl Live<'_> {
                     Some(BridgeEvent::Closed(info)) => return self.end(Outcome::Closed(info)),
                     Some(BridgeEvent::Failed(e)) => {
                         tracing::info!(code = e.code(), error = %e.message, "ssh failed");
-                        let close = close_code(&e);
-                        return self.end(Outcome::error(e.code(), e.message, close));
+                        return self.end(Outcome::ssh(e));
                     }
-                    None => return self.end(Outcome::error("ssh_failed", "the SSH session ended unexpectedly", CloseCode::Error)),
+                    None => return self.end(Outcome::error(SshErrorKind::SshFailed, "the SSH session ended unexpectedly")),
                 },
                 permit = input.reserve(), if pending.is_some() => match permit {
                     Some(permit) => {
@@ -224,48 +265,40 @@ impl Live<'_> {
                     // The thread is gone; its last event says why.
                     None => pending = None,
                 },
-                message = next_message(&mut self.client), if pending.is_none() => {
-                    let event = match message {
-                        Some(Ok(Message::Text(text))) => protocol::decode_text(&text),
-                        Some(Ok(Message::Binary(bytes))) => Ok(protocol::decode_binary(bytes)),
-                        Some(Ok(Message::Close(_))) | None => {
+                read = next_event(&mut self.client), if pending.is_none() => {
+                    let event = match read {
+                        Read::Event(event) => event,
+                        Read::Invalid(e) => return self.end(bad_message(e.0)),
+                        Read::TooLarge => return self.end(outcome::too_large()),
+                        Read::Gone => {
                             self.client = None;
                             continue;
                         }
-                        Some(Ok(_)) => continue,
-                        Some(Err(e)) => match read_error(&e) {
-                            Outcome::ClientGone => {
-                                self.client = None;
-                                continue;
-                            }
-                            outcome => return self.end(outcome),
-                        },
                     };
                     match event {
-                        Ok(ClientEvent::Input(bytes)) if bytes.is_empty() => {}
-                        Ok(ClientEvent::Input(bytes)) => {
+                        ClientEvent::Input(bytes) if bytes.is_empty() => {}
+                        ClientEvent::Input(bytes) => {
                             last_activity = tokio::time::Instant::now();
-                            counts.bytes_in += bytes.len() as u64;
-                            counts.frames_in += 1;
+                            self.counts.bytes_in += bytes.len() as u64;
+                            self.counts.frames_in += 1;
                             self.recording.input(&bytes);
                             pending = Some(Input::Data(bytes));
                         }
-                        Ok(ClientEvent::Resize { cols, rows }) => {
+                        ClientEvent::Resize { cols, rows } => {
                             self.resized(cols, rows);
                             pending = Some(Input::Resize { cols, rows });
                         }
-                        Ok(ClientEvent::Pause) => self.set_paused(&input, true),
-                        Ok(ClientEvent::Resume) => self.set_paused(&input, false),
-                        Ok(ClientEvent::StartSession { .. } | ClientEvent::ResumeSession { .. } | ClientEvent::ViewSession { .. }) => {
-                            let warning = ServerEvent::Warning { code: "already_started", message: "this socket already has a session" };
-                            self.send_client(warning.encode()).await;
+                        ClientEvent::Pause => self.set_paused(&input, true),
+                        ClientEvent::Resume => self.set_paused(&input, false),
+                        ClientEvent::StartSession { .. } | ClientEvent::ResumeSession { .. } | ClientEvent::ViewSession { .. } => {
+                            let warning = outcome::warning(WarningKind::AlreadyStarted, "this socket already has a session");
+                            self.send_client(warning).await;
                         }
-                        Ok(ClientEvent::Unknown(name)) => {
+                        ClientEvent::Unknown(name) => {
                             if let Some(ws) = self.client.as_mut() {
                                 warn_unknown(ws, &name).await;
                             }
                         }
-                        Err(e) => return self.end(bad_message(e.0)),
                     }
                 }
                 _ = record_flush.tick(), if self.recording.is_active() => self.recording.tick(),
@@ -274,6 +307,31 @@ impl Live<'_> {
                 }
             }
         }
+    }
+
+    /// Counts the session's traffic and logs how it ended: the one line a session's end
+    /// leaves in the log.
+    fn log_end(&self, outcome: &Outcome) {
+        let counts = &self.counts;
+        self.ctx.metrics.traffic(
+            counts.bytes_in,
+            counts.bytes_out,
+            counts.frames_in,
+            counts.frames_out,
+        );
+        let (exit_status, exit_signal) = match outcome {
+            Outcome::Closed(info) => (info.exit_status, info.exit_signal.clone()),
+            _ => (None, None),
+        };
+        tracing::info!(
+            outcome = outcome.label(),
+            exit_status,
+            exit_signal,
+            secs = self.claimed.elapsed().as_secs_f32(),
+            bytes_in = counts.bytes_in,
+            bytes_out = counts.bytes_out,
+            "session ended"
+        );
     }
 
     /// The session ends with `outcome`; the attached client (if any) is told.
@@ -315,6 +373,19 @@ impl Live<'_> {
         }
     }
 
+    /// Stops the bridge reading while no one is attached and the ring is full, and starts
+    /// it again when someone attaches. More output would only push bytes no one has seen
+    /// out of the ring; stopped, the program waits in the SSH window. Events already
+    /// queued are still taken, so the session sees its end while held.
+    fn hold(&mut self, input: &crate::ssh::InputSender) {
+        let hold = self.client.is_none() && self.viewers.len() == 0 && self.ring.is_full();
+        if hold != self.held {
+            self.held = hold;
+            input.set_paused(hold || self.paused);
+            tracing::debug!(held = hold, "reads while detached");
+        }
+    }
+
     fn set_paused(&mut self, input: &crate::ssh::InputSender, paused: bool) {
         self.paused = paused;
         input.set_paused(paused);
@@ -329,12 +400,12 @@ impl Live<'_> {
 
     /// Attaches `ws` as the client if `token` is the current one, replaying what it missed
     /// after `offset`. A client already attached is taken over. `false` if refused.
-    async fn resume(&mut self, ws: Socket, token: &str, offset: u64, counts: &mut Counts) -> bool {
+    async fn resume(&mut self, ws: Socket, token: &str, offset: u64) -> bool {
         let metrics = &self.ctx.metrics;
         // Before the shell is ready, or with resume off, the registry holds no token.
         if !self.registration.is_current(token) {
             metrics.attach("resume_refused");
-            self.refuse(ws, resume_invalid());
+            self.refuse(ws, outcome::resume_invalid());
             return false;
         }
         let replay = match self.ring.since(offset, REPLAY_FRAME) {
@@ -355,9 +426,8 @@ impl Live<'_> {
             self.refuse(
                 old,
                 Outcome::error(
-                    "session_taken_over",
+                    ErrorKind::SessionTakenOver,
                     "this session was resumed elsewhere (another tab or window)",
-                    CloseCode::Policy,
                 ),
             );
         }
@@ -379,7 +449,7 @@ impl Live<'_> {
         };
         self.send_client(resumed.encode()).await;
         for chunk in replay.chunks {
-            counts.frames_out += 1;
+            self.counts.frames_out += 1;
             self.send_client(ServerEvent::Output(chunk).encode()).await;
         }
         true
@@ -390,7 +460,7 @@ impl Live<'_> {
     fn view(&mut self, ws: Socket, link: uuid::Uuid) {
         if !self.registration.has_link(&link) {
             self.ctx.metrics.attach("viewer_refused");
-            self.refuse(ws, unknown_view());
+            self.refuse(ws, outcome::unknown_view());
             return;
         }
         if self.viewers.len() >= self.ctx.max_viewers {
@@ -399,9 +469,8 @@ impl Live<'_> {
             self.refuse(
                 ws,
                 Outcome::error(
-                    "too_many_viewers",
+                    ErrorKind::TooManyViewers,
                     format!("this session already has {max} viewers"),
-                    CloseCode::Again,
                 ),
             );
             return;
@@ -430,22 +499,6 @@ impl Live<'_> {
     }
 }
 
-pub(super) fn resume_invalid() -> Outcome {
-    Outcome::error(
-        "resume_invalid",
-        "this resume token is unknown, already used or expired, or the session is over",
-        CloseCode::Policy,
-    )
-}
-
-pub(super) fn unknown_view() -> Outcome {
-    Outcome::error(
-        "unknown_view",
-        "this view link is unknown, revoked, or its session is over",
-        CloseCode::Policy,
-    )
-}
-
 /// The next command: a deferred one first, then the queue's. Cancel-safe.
 async fn next_command(
     deferred: &mut VecDeque<Command>,
@@ -457,10 +510,10 @@ async fn next_command(
     }
 }
 
-/// The next message from the client; never, while none is attached. Cancel-safe.
-async fn next_message(client: &mut Option<Socket>) -> Option<Result<Message, WsError>> {
+/// What the attached client sent next; never, while none is attached. Cancel-safe.
+async fn next_event(client: &mut Option<Socket>) -> Read {
     match client {
-        Some(ws) => ws.next().await,
+        Some(ws) => read_event(ws).await,
         None => std::future::pending().await,
     }
 }

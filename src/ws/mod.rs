@@ -1,15 +1,18 @@
 //! The WebSocket side: admission checks before the upgrade, then one task per socket that
-//! claims a pending session and bridges it to SSH (`session`), speaking the Socket.IO-lite
-//! format of `protocol`.
+//! takes its first steps (`start`) and claims a pending session, bridged to SSH by its
+//! `live` task, speaking the Socket.IO-lite format of `protocol`. `socket` and `outcome`
+//! are the vocabulary those tasks share.
 //!
 //! Every refusal that can be known before the 101 (not an upgrade request, no capacity,
 //! shutting down) is answered as plain HTTP; the rest arrive as `ssh-error` events.
 
 mod live;
+mod outcome;
 mod protocol;
 mod registry;
 mod ring;
-mod session;
+mod socket;
+mod start;
 mod viewer;
 
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use crate::record::RecordSettings;
 use crate::ssh::{Dialer, HostKeys, SshErrorKind};
 use crate::store::Store;
 
+pub use outcome::{ErrorCode, ErrorKind, WarningKind};
 pub use protocol::{ClientEvent, decode_text};
 pub use protocol::{MAX_MESSAGE, name as event_name};
 pub use registry::{Registry, ShareError};
@@ -92,18 +96,15 @@ pub enum Refusal {
 }
 
 /// Counts live sessions against `--max-sessions`. A slot is held from the claim of a
-/// session until its bridge thread has exited.
+/// session until its bridge thread has exited. (Sessions per API token are the store's
+/// `Booking`s, which count pending sessions too.)
 pub struct Slots {
     live: AtomicUsize,
     max: usize,
-    /// Live sessions per API token name, for `--max-sessions-per-token`.
-    per_token: parking_lot::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 pub struct Slot<'a> {
     slots: &'a Slots,
-    /// The token the session was created with, once claimed.
-    token: Option<String>,
 }
 
 impl Slots {
@@ -111,17 +112,11 @@ impl Slots {
         Slots {
             live: AtomicUsize::new(0),
             max,
-            per_token: Default::default(),
         }
     }
 
     pub fn live(&self) -> usize {
         self.live.load(Ordering::Acquire)
-    }
-
-    /// Live sessions created with the API token named `token`.
-    pub fn live_for(&self, token: &str) -> usize {
-        self.per_token.lock().get(token).copied().unwrap_or(0)
     }
 
     pub fn is_full(&self) -> bool {
@@ -134,51 +129,27 @@ impl Slots {
                 (n < self.max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Slot {
-                slots: self,
-                token: None,
-            })
-    }
-}
-
-impl Slot<'_> {
-    /// Counts this session against the API token it was created with.
-    pub fn assign(&mut self, token: &str) {
-        *self
-            .slots
-            .per_token
-            .lock()
-            .entry(token.to_owned())
-            .or_default() += 1;
-        self.token = Some(token.to_owned());
+            .map(|_| Slot { slots: self })
     }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        if let Some(token) = self.token.take() {
-            let mut per_token = self.slots.per_token.lock();
-            if let Some(n) = per_token.get_mut(&token) {
-                *n -= 1;
-                if *n == 0 {
-                    per_token.remove(&token);
-                }
-            }
-        }
         self.slots.live.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// Every code the WebSocket side can send in `ssh-error` (documented in PROTOCOL.md).
+/// Every code the WebSocket side can send in `ssh-error` (documented in PROTOCOL.md): its
+/// own and the SSH side's, taken from the kind enums so no code can be missing.
 pub fn error_codes() -> Vec<&'static str> {
-    let mut codes = session::SESSION_ERROR_CODES.to_vec();
-    codes.extend(SshErrorKind::ALL.iter().map(|k| k.code()));
-    codes
+    let own = ErrorKind::ALL.iter().map(|k| k.code());
+    own.chain(SshErrorKind::ALL.iter().map(|k| k.code()))
+        .collect()
 }
 
 /// Every code the WebSocket side can send in `warning`.
-pub fn warning_codes() -> &'static [&'static str] {
-    session::WARNING_CODES
+pub fn warning_codes() -> Vec<&'static str> {
+    WarningKind::ALL.iter().map(|k| k.code()).collect()
 }
 
 /// Checks an upgrade request and, if it passes, answers 101 and serves the socket on a
@@ -214,7 +185,7 @@ pub fn upgrade<B>(
                     Some(config),
                 )
                 .await;
-                session::serve(ws, &ctx).await;
+                start::serve(ws, &ctx).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -266,11 +237,6 @@ mod tests {
         assert!(slots.is_full());
         drop(a);
         assert_eq!(slots.live(), 1);
-        let mut c = slots.try_acquire().unwrap();
-        c.assign("ci");
-        assert_eq!(slots.live_for("ci"), 1);
-        drop(c);
-        assert_eq!(slots.live_for("ci"), 0);
         assert!(slots.try_acquire().is_some());
     }
 

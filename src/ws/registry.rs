@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::Socket;
+use crate::store::SessionId;
 
 /// What other tasks ask of a live session.
 pub enum Command {
@@ -43,9 +44,10 @@ pub struct Registry {
 
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<Uuid, Entry>,
-    tokens: HashMap<String, Uuid>,
-    views: HashMap<Uuid, Uuid>,
+    sessions: HashMap<SessionId, Entry>,
+    tokens: HashMap<String, SessionId>,
+    /// View link → the session it shows.
+    views: HashMap<Uuid, SessionId>,
 }
 
 struct Entry {
@@ -65,7 +67,7 @@ pub enum ShareError {
 
 impl Registry {
     /// Enters the live session `id`; it leaves when the `Registration` is dropped.
-    pub fn register(self: &Arc<Self>, id: Uuid) -> (Registration, mpsc::Receiver<Command>) {
+    pub fn register(self: &Arc<Self>, id: SessionId) -> (Registration, mpsc::Receiver<Command>) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         self.inner.lock().sessions.insert(
             id,
@@ -104,41 +106,43 @@ impl Registry {
     }
 
     /// Whether `token` is the current resume token of session `id` (constant time).
-    pub fn token_matches(&self, id: &Uuid, token: &str) -> bool {
+    pub fn token_matches(&self, id: impl Into<SessionId>, token: &str) -> bool {
         let inner = self.inner.lock();
         inner
             .sessions
-            .get(id)
+            .get(&id.into())
             .and_then(|e| e.token.as_deref())
             .is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
     }
 
     /// A new share link for session `id`, at most `max` per session.
-    pub fn share(&self, id: &Uuid, max: usize) -> Result<Uuid, ShareError> {
+    pub fn share(&self, id: impl Into<SessionId>, max: usize) -> Result<Uuid, ShareError> {
+        let id = id.into();
         let mut inner = self.inner.lock();
         let entry = inner
             .sessions
-            .get_mut(id)
+            .get_mut(&id)
             .ok_or(ShareError::UnknownSession)?;
         if entry.links.len() >= max {
             return Err(ShareError::TooManyLinks { max });
         }
         let link = Uuid::new_v4();
         entry.links.push(link);
-        inner.views.insert(link, *id);
+        inner.views.insert(link, id);
         Ok(link)
     }
 
     /// Revokes share link `link` of session `id`: no new viewers, and the session closes
     /// the ones it has. `false` when there is no such link.
-    pub fn revoke(&self, id: &Uuid, link: &Uuid) -> bool {
+    pub fn revoke(&self, id: impl Into<SessionId>, link: &Uuid) -> bool {
+        let id = id.into();
         let commands = {
             let mut inner = self.inner.lock();
-            if inner.views.get(link) != Some(id) {
+            if inner.views.get(link) != Some(&id) {
                 return false;
             }
             inner.views.remove(link);
-            let Some(entry) = inner.sessions.get_mut(id) else {
+            let Some(entry) = inner.sessions.get_mut(&id) else {
                 return false;
             };
             entry.links.retain(|l| l != link);
@@ -157,7 +161,7 @@ impl Registry {
 /// its share links.
 pub struct Registration {
     registry: Arc<Registry>,
-    id: Uuid,
+    id: SessionId,
 }
 
 impl Registration {
@@ -180,7 +184,7 @@ impl Registration {
 
     /// Whether `token` is the session's current resume token (constant time).
     pub fn is_current(&self, token: &str) -> bool {
-        self.registry.token_matches(&self.id, token)
+        self.registry.token_matches(self.id, token)
     }
 
     /// Whether `link` is still one of this session's share links.
@@ -215,9 +219,9 @@ mod tests {
     #[test]
     fn tokens_rotate_and_entries_leave_with_the_registration() {
         let registry = Arc::new(Registry::default());
-        let id = Uuid::new_v4();
+        let id = SessionId::from(Uuid::new_v4());
         let (reg, _rx) = registry.register(id);
-        assert!(registry.contains(&id));
+        assert!(registry.contains(&id.full()));
         let first = reg.rotate_token();
         assert!(crate::ws::protocol::is_resume_token(&first));
         assert!(registry.by_token(&first).is_some());
@@ -226,11 +230,11 @@ mod tests {
         assert_ne!(first, second);
         assert!(registry.by_token(&first).is_none(), "the old token is gone");
         assert!(!reg.is_current(&first));
-        assert!(registry.token_matches(&id, &second));
-        let link = registry.share(&id, 2).unwrap();
+        assert!(registry.token_matches(id, &second));
+        let link = registry.share(id, 2).unwrap();
         assert!(registry.by_link(&link).is_some());
         drop(reg);
-        assert!(!registry.contains(&id));
+        assert!(!registry.contains(&id.full()));
         assert!(registry.by_token(&second).is_none());
         assert!(registry.by_link(&link).is_none());
     }
@@ -238,26 +242,26 @@ mod tests {
     #[test]
     fn share_links_are_capped_and_revocable() {
         let registry = Arc::new(Registry::default());
-        let id = Uuid::new_v4();
+        let id = SessionId::from(Uuid::new_v4());
         let (reg, mut rx) = registry.register(id);
-        let a = registry.share(&id, 2).unwrap();
-        let _b = registry.share(&id, 2).unwrap();
+        let a = registry.share(id, 2).unwrap();
+        let _b = registry.share(id, 2).unwrap();
         assert_eq!(
-            registry.share(&id, 2),
+            registry.share(id, 2),
             Err(ShareError::TooManyLinks { max: 2 })
         );
         assert_eq!(
-            registry.share(&Uuid::new_v4(), 2),
+            registry.share(Uuid::new_v4(), 2),
             Err(ShareError::UnknownSession)
         );
-        assert!(!registry.revoke(&Uuid::new_v4(), &a), "wrong session");
-        assert!(registry.revoke(&id, &a));
-        assert!(!registry.revoke(&id, &a), "already revoked");
+        assert!(!registry.revoke(Uuid::new_v4(), &a), "wrong session");
+        assert!(registry.revoke(id, &a));
+        assert!(!registry.revoke(id, &a), "already revoked");
         assert!(!reg.has_link(&a));
         assert!(registry.by_link(&a).is_none());
         assert!(matches!(rx.try_recv(), Ok(Command::Revoke { link }) if link == a));
         assert!(
-            registry.share(&id, 2).is_ok(),
+            registry.share(id, 2).is_ok(),
             "a revoked link frees its place"
         );
     }

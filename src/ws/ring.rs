@@ -49,6 +49,11 @@ impl Ring {
         self.end
     }
 
+    /// Holds as much as it can: more output would push out bytes not yet replayed.
+    pub fn is_full(&self) -> bool {
+        self.buf.len() >= self.capacity
+    }
+
     /// The offset of the oldest byte still held.
     pub fn start(&self) -> u64 {
         self.end - self.buf.len() as u64
@@ -113,6 +118,20 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_once_it_holds_its_capacity() {
+        let mut ring = Ring::new(4);
+        assert!(!ring.is_full());
+        ring.push(b"abc");
+        assert!(!ring.is_full());
+        ring.push(b"de");
+        assert!(ring.is_full(), "it holds 4 of 5 bytes");
+        assert!(
+            Ring::new(0).is_full(),
+            "a ring of 0 bytes holds nothing more"
+        );
+    }
 
     fn joined(r: &Replay) -> Vec<u8> {
         r.chunks.iter().flat_map(|c| c.iter().copied()).collect()

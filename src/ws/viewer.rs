@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -15,8 +14,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use uuid::Uuid;
 
 use super::Socket;
-use super::protocol::{self, ClientEvent, ServerEvent};
-use super::session::{PING_INTERVAL, finish_with, send};
+use super::outcome::{self, ErrorKind, Outcome, WarningKind};
+use super::protocol::{ClientEvent, ServerEvent};
+use super::socket::{PING_INTERVAL, Read, finish_with, read_event, send};
 
 /// Messages queued per viewer: up to 64 output frames (4 MiB) before it counts as too slow.
 const VIEWER_QUEUE: usize = 64;
@@ -66,22 +66,21 @@ impl Viewers {
 
     /// Gives every viewer `message`; closes those whose queue is full.
     pub fn broadcast(&mut self, message: &Message) {
-        self.list.retain(|v| match v.queue.try_send(message.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                end(
-                    v,
-                    ServerEvent::Error {
-                        code: "viewer_too_slow",
-                        message: "this viewer fell too far behind the session; reload to watch again",
-                    }
-                    .encode(),
-                    CloseCode::Again,
-                );
-                false
-            }
-            Err(TrySendError::Closed(_)) => false,
-        });
+        self.list
+            .retain(|v| match v.queue.try_send(message.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    end(
+                        v,
+                        Outcome::error(
+                            ErrorKind::ViewerTooSlow,
+                            "this viewer fell too far behind the session; reload to watch again",
+                        ),
+                    );
+                    false
+                }
+                Err(TrySendError::Closed(_)) => false,
+            });
     }
 
     pub fn output(&mut self, bytes: &Bytes) {
@@ -98,12 +97,10 @@ impl Viewers {
             }
             end(
                 v,
-                ServerEvent::Error {
-                    code: "share_revoked",
-                    message: "the owner of this session revoked the share link",
-                }
-                .encode(),
-                CloseCode::Policy,
+                Outcome::error(
+                    ErrorKind::ShareRevoked,
+                    "the owner of this session revoked the share link",
+                ),
             );
             false
         });
@@ -112,14 +109,14 @@ impl Viewers {
     /// Closes every viewer with `event`: the session is over.
     pub fn end_all(&mut self, event: Message, close: CloseCode) {
         for v in self.list.drain(..) {
-            end(&v, event.clone(), close);
+            *v.ending.lock() = Some((event.clone(), close));
         }
     }
 }
 
-fn end(viewer: &Viewer, event: Message, close: CloseCode) {
-    *viewer.ending.lock() = Some((event, close));
-    // Dropping the queue (with the viewer) tells its task to finish.
+/// Sets how `viewer` ends; dropping its queue (with the viewer) tells its task to finish.
+fn end(viewer: &Viewer, outcome: Outcome) {
+    *viewer.ending.lock() = outcome.last_event();
 }
 
 /// One viewer's socket: what the session queues goes out; what the viewer sends is ignored.
@@ -143,18 +140,12 @@ async fn serve(mut ws: Socket, mut queue: mpsc::Receiver<Message>, ending: Endin
                     return;
                 }
             },
-            message = ws.next() => match message {
-                Some(Ok(Message::Text(text))) => {
-                    if matches!(protocol::decode_text(&text), Ok(ClientEvent::Pause | ClientEvent::Resume)) {
-                        // A viewer's page is not flow-controlled by the session: too slow
-                        // is handled by closing it.
-                        continue;
-                    }
-                    warn_read_only(&mut ws, &mut warned).await;
-                }
-                Some(Ok(Message::Binary(_))) => warn_read_only(&mut ws, &mut warned).await,
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
+            read = read_event(&mut ws) => match read {
+                // A viewer's page is not flow-controlled by the session: too slow is
+                // handled by closing it.
+                Read::Event(ClientEvent::Pause | ClientEvent::Resume) => {}
+                Read::Event(_) | Read::Invalid(_) => warn_read_only(&mut ws, &mut warned).await,
+                Read::TooLarge | Read::Gone => return,
             },
             _ = ping.tick() => {
                 if !send(&mut ws, Message::Ping(Default::default())).await {
@@ -167,10 +158,10 @@ async fn serve(mut ws: Socket, mut queue: mpsc::Receiver<Message>, ending: Endin
 
 async fn warn_read_only(ws: &mut Socket, warned: &mut bool) {
     if !std::mem::replace(warned, true) {
-        let warning = ServerEvent::Warning {
-            code: "read_only",
-            message: "this is a read-only view; input and resizes are ignored",
-        };
-        let _ = send(ws, warning.encode()).await;
+        let warning = outcome::warning(
+            WarningKind::ReadOnly,
+            "this is a read-only view; input and resizes are ignored",
+        );
+        let _ = send(ws, warning).await;
     }
 }

@@ -2,7 +2,7 @@
 //! (the HTTP ones from `ApiErrorKind::ALL`, so a new variant must be documented),
 //! and the README flags table every flag of `--help` with its default.
 
-use alfresco_ssh::{http, ws};
+use alfresco_ssh::{http, ssh, ws};
 
 #[test]
 fn every_event_and_code_is_documented() {
@@ -54,6 +54,27 @@ fn http_error_table_matches_the_kinds() {
     assert_eq!(
         documented, kinds,
         "docs/PROTOCOL.md ### Errors vs ApiErrorKind::ALL"
+    );
+}
+
+/// The `ssh-error` table gives each code the close code the socket really ends with, for
+/// every code of both sides (taken from the kind enums, so none is left out).
+#[test]
+fn every_error_code_is_documented_with_its_close_code() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let own = ws::ErrorKind::ALL.iter().map(|&k| ws::ErrorCode::from(k));
+    let ssh = ssh::SshErrorKind::ALL
+        .iter()
+        .map(|&k| ws::ErrorCode::from(k));
+    let wrong: Vec<String> = own
+        .chain(ssh)
+        .map(|c| format!("| `{}` | {} |", c.code(), u16::from(c.close_code())))
+        .filter(|row| !doc.contains(row.as_str()))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "docs/PROTOCOL.md's ssh-error table lacks the rows {wrong:?}"
     );
 }
 

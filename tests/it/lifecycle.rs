@@ -212,3 +212,73 @@ async fn drain_lets_live_sessions_finish() {
         .unwrap();
     assert_eq!((handle.live(), handle.bridge_threads()), (0, 0));
 }
+
+/// --max-sessions-per-token counts pending sessions, not only live ones: with a limit of
+/// 1, a burst of creates gets one session (the rest `too_many_sessions`), so no more than
+/// one can go live; once it ends the token may create again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_limit_counts_pending_sessions() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start_with(|c| c.max_sessions_per_token = 1).await;
+    let body = password_body(&sshd);
+    let burst = futures_util::future::join_all((0..4).map(|_| gw.create(&body))).await;
+    let mut created = Vec::new();
+    for res in burst {
+        match res.status {
+            201 => created.push(res.json()["id"].as_str().expect("id").to_owned()),
+            _ => assert_eq!(
+                (res.status, res.error_code().as_str()),
+                (503, "too_many_sessions")
+            ),
+        }
+    }
+    assert_eq!(created.len(), 1, "one session per token, pending or live");
+
+    let mut term = gw.ws().await;
+    term.start(&created[0], 80, 24).await;
+    term.ready().await;
+    let res = gw.create(&body).await;
+    assert_eq!(
+        (res.status, res.error_code().as_str()),
+        (503, "too_many_sessions"),
+        "a live session counts too"
+    );
+    term.input("exit\r").await;
+    term.expect("ssh-closed").await;
+    gw.assert_idle().await;
+    gw.create_id(&body).await;
+}
+
+/// A session counts as live until its bridge thread has exited, not only its task: a thread
+/// still closing on a server that stopped answering holds its --max-sessions slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_live_until_its_thread_has_exited() {
+    let sshd = Sshd::start();
+    let proxy = crate::support::proxy::Proxy::start(sshd.addr()).await;
+    let gw = Gateway::start().await;
+    let mut body = password_body(&sshd);
+    body["port"] = json!(proxy.addr.port());
+    let mut term = gw.open(&body, 80, 24).await;
+    term.ready().await;
+    // The thread's close now waits for a server that never answers (its close timeouts).
+    proxy.freeze();
+    term.close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        // `live` first: the thread's count drops before its slot is given back.
+        let live = gw.handle.live();
+        let threads = gw.handle.bridge_threads();
+        assert!(
+            live >= threads,
+            "{threads} bridge threads outlive their slot"
+        );
+        if threads == 0 && live == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

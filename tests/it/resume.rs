@@ -197,29 +197,31 @@ async fn the_session_ends_when_no_one_resumes_in_time() {
     late.expect_error("resume_invalid").await;
 }
 
+/// A client that asks for output the buffer no longer holds gets what it has, from a line
+/// start, flagged `truncated`. (A detached session stops reading once its buffer is full,
+/// so a gap can no longer be made by waiting: the client asks from byte 0 instead, when
+/// more than the 4 KiB buffer has been output.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_the_buffer_no_longer_holds_is_flagged() {
     let sshd = Sshd::start();
     let gw = gateway(Duration::from_secs(60), 4096).await;
     let (mut first, token) = open(&gw, &sshd).await;
     first.input("seq 1 50000; echo seq-''done\r").await;
-    first.wait_for("100\r\n").await;
-    let offset = first.output.len();
+    // About 9 KB of output: more than the buffer holds.
+    first.wait_for("2000\r\n").await;
     first.vanish();
-    // Let the flood finish into the 4 KiB buffer while no one is attached.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut second = resume(&gw, &token, offset, 80, 24).await;
+    let mut second = resume(&gw, &token, 0, 80, 24).await;
     let data = resumed(&mut second, &token).await;
     assert_eq!(data["truncated"], true, "{data}");
-    assert!(data["offset"].as_u64().unwrap() > offset as u64, "{data}");
+    assert!(data["offset"].as_u64().unwrap() > 4096, "{data}");
+    let replay = second.wait_for("\n").await;
+    assert!(
+        replay.trim_end().parse::<u32>().is_ok(),
+        "the replay starts at a line start: {replay:?}"
+    );
     second.wait_for("seq-done\r\n").await;
     second.wait_for(PROMPT).await;
     assert!(second.text().contains("50000\r\n"), "{}", second.text());
-    assert!(
-        second.output.len() <= 4096,
-        "{} bytes replayed",
-        second.output.len()
-    );
     second.close().await;
 }
 
@@ -316,6 +318,69 @@ async fn a_resume_does_not_wait_for_a_silently_dead_socket() {
     assert!(
         all.contains(&seq_output(2_000_000)),
         "the output across the dead socket differs from seq's"
+    );
+    end(second).await;
+    gw.assert_idle().await;
+}
+
+/// Bytes written so far by process `pid` (the sshd is on this machine), or `None` once it
+/// has exited.
+fn bytes_written(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let line = io.lines().find_map(|l| l.strip_prefix("wchar:"))?;
+    Some(line.trim().parse().expect("a byte count"))
+}
+
+/// A detached session whose program floods stops reading once its ring is full: the
+/// program then waits in the SSH window instead of the gateway reading (and dropping)
+/// its output for the whole grace. After a resume, output flows again, to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_flood_stops_reading_once_the_ring_is_full() {
+    // 32 MiB of zeros; far more than the 64 KiB ring, the SSH window and the sockets'
+    // buffers together, so a flood that is read to its end is told from a held one.
+    const FLOOD: u64 = 512 * 64 * 1024;
+    let sshd = Sshd::start();
+    let gw = gateway(Duration::from_secs(60), 64 << 10).await;
+    let (mut first, token) = open(&gw, &sshd).await;
+    // dd writes the flood itself, and prints its pid first (exec keeps it), so its write
+    // count can be read from /proc. The '' keep the echo of the line from matching.
+    first
+        .input("sh -c 'echo flood-''pid=$$; exec dd if=/dev/zero bs=64k count=512 status=none'; echo flood-''done\r")
+        .await;
+    first.wait_for("flood-pid=").await;
+    let pid: u32 = first.wait_for("\r\n").await.trim().parse().expect("a pid");
+    let received = first.output.len();
+    first.vanish();
+
+    // The flood stops (its write count holds still for half a second) well short of its
+    // end; read on, it would run to the end (or exit) instead.
+    let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+    let (mut last, mut still) = (0, 0);
+    while still < 25 {
+        let written = bytes_written(pid).expect("the flood is still running, held");
+        assert!(
+            written < FLOOD / 2,
+            "the flood was read on: {written} bytes"
+        );
+        (still, last) = if written == last {
+            (still + 1, last)
+        } else {
+            (0, written)
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flood never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("flood held after {last} of {FLOOD} bytes");
+
+    let mut second = resume(&gw, &token, received, 80, 24).await;
+    resumed(&mut second, &token).await;
+    second.wait_for("flood-done\r\n").await;
+    assert!(
+        second.output.len() as u64 >= FLOOD / 2,
+        "the rest came through"
     );
     end(second).await;
     gw.assert_idle().await;
