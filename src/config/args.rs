@@ -48,8 +48,8 @@ pub struct Args {
     #[arg(long, env = "ALFRESCO_MAX_SESSIONS", default_value = "1000")]
     pub max_sessions: NonZeroUsize,
 
-    /// Most live sessions created with one API token (0 = only --max-sessions applies); more
-    /// get `too_many_sessions` at create-session.
+    /// Most sessions, pending or live, created with one API token (0 = only --max-sessions
+    /// applies); more get `too_many_sessions` at create-session.
     #[arg(long, env = "ALFRESCO_MAX_SESSIONS_PER_TOKEN", default_value = "0")]
     pub max_sessions_per_token: usize,
 

@@ -169,27 +169,33 @@ pub fn upgrade<B>(
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tracker = ctx.tracker.clone();
-    tracker.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                // tungstenite zero-fills its whole read buffer before every read: the
-                // 128 KiB default cost each idle session 128 KiB of RSS and each keystroke
-                // a 128 KiB memset. Input is keystrokes and pastes; 8 KiB reads suffice.
-                let config = WebSocketConfig::default()
-                    .read_buffer_size(WS_READ_BUFFER)
-                    .max_message_size(Some(MAX_MESSAGE))
-                    .max_frame_size(Some(MAX_MESSAGE));
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                start::serve(ws, &ctx).await;
+    // The socket's task outlives the request but belongs to its connection: it logs (and
+    // its session span nests) under the connection's span, with the client's address.
+    let connection = tracing::Span::current();
+    tracker.spawn(tracing::Instrument::instrument(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    // tungstenite zero-fills its whole read buffer before every read: the
+                    // 128 KiB default cost each idle session 128 KiB of RSS and each keystroke
+                    // a 128 KiB memset. Input is keystrokes and pastes; 8 KiB reads suffice.
+                    let config = WebSocketConfig::default()
+                        .read_buffer_size(WS_READ_BUFFER)
+                        .max_message_size(Some(MAX_MESSAGE))
+                        .max_frame_size(Some(MAX_MESSAGE));
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(config),
+                    )
+                    .await;
+                    start::serve(ws, &ctx).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
             }
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
-        }
-    });
+        },
+        connection,
+    ));
     let mut res = Response::new(Full::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = res.headers_mut();
