@@ -6,38 +6,12 @@
 //! bridge threads inherit the subscriber, so the capture holds everything this test's
 //! sessions log, and nothing from other tests. A TRACE capture holds every level's lines.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use tracing_subscriber::fmt::MakeWriter;
-
 use serde_json::json;
 
 use crate::support::gateway::{Gateway, TEST_TOKEN};
+use crate::support::logs::Capture;
 use crate::support::sshd::Sshd;
 use crate::support::{key_body, password_body};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 /// What `--log` may say: the default, and the most verbose there is, naming the
 /// payload-carrying dependencies explicitly (before the fix, tungstenite's TRACE lines held
@@ -136,7 +110,7 @@ fn credentials_are_never_logged_at(spec: &str) {
         gw.stop().await;
     });
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.contains("session claimed"),
         "the capture works:\n{logs}"

@@ -10,6 +10,7 @@ use alfresco_ssh::secret::Secret;
 use serde_json::json;
 
 use crate::support::gateway::{Gateway, TEST_TOKEN};
+use crate::support::logs::Capture;
 use crate::support::password_body;
 use crate::support::sshd::Sshd;
 
@@ -88,30 +89,6 @@ async fn create_session_is_rate_limited() {
     assert_eq!(gw.handle.pending(), 3);
 }
 
-/// A log capture for this thread's subscriber (see `secrets.rs`, which explains why a
-/// current-thread runtime keeps other tests' lines out).
-#[derive(Clone, Default)]
-struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 /// 200 wrong tokens from one address under a limit of 5 a minute: 5 are refused (401), the
 /// rest throttled (429, the rate-limit answer), a right token too while throttled; the log
 /// has one line for the burst, with the address and without the token.
@@ -154,7 +131,7 @@ fn failed_token_attempts_are_throttled_and_logged_once() {
         );
         assert_eq!(gw.handle.pending(), 0);
     });
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let log = capture.text();
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("API token attempts failed"))

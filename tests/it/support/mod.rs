@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod gateway;
+pub mod logs;
 pub mod proxy;
 pub mod sshd;
 pub mod term;
