@@ -65,12 +65,7 @@ pub(crate) fn setup(bed: &Bed) -> Vec<(String, Row)> {
 pub(crate) fn throughput(bed: &Bed) -> Vec<(String, Row)> {
     let deadline = Deadline::new("throughput");
     let path = bed.files.printable.clone();
-    let mut direct = Direct::open(bed.sshd_addr, &bed.key);
-    wait_for(&mut direct, PROMPT);
-    let mut gw = Gw::open(current_thread_runtime(), bed.gateway.addr, &bed.body());
-    wait_for(&mut gw, PROMPT);
-    let mut ossh = OpenSsh::open(bed.sshd_addr, &bed.key_file);
-    wait_for(&mut ossh, PROMPT);
+    let (mut direct, mut gw, mut ossh) = open_three(bed);
 
     let (mut d_rate, mut g_rate, mut o_rate) = (Vec::new(), Vec::new(), Vec::new());
     let (mut d_cpu, mut g_cpu) = (Vec::new(), Vec::new());
@@ -164,12 +159,7 @@ pub(crate) fn throughput(bed: &Bed) -> Vec<(String, Row)> {
 /// 3. Type one character at an idle prompt and time its echo; erase it untimed.
 pub(crate) fn echo(bed: &Bed) -> Vec<(String, Row)> {
     let deadline = Deadline::new("echo");
-    let mut direct = Direct::open(bed.sshd_addr, &bed.key);
-    wait_for(&mut direct, PROMPT);
-    let mut gw = Gw::open(current_thread_runtime(), bed.gateway.addr, &bed.body());
-    wait_for(&mut gw, PROMPT);
-    let mut ossh = OpenSsh::open(bed.sshd_addr, &bed.key_file);
-    wait_for(&mut ossh, PROMPT);
+    let (mut direct, mut gw, mut ossh) = open_three(bed);
     let (mut d, mut g, mut o) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ECHO_SAMPLES {
         deadline.check();
@@ -778,4 +768,15 @@ pub(crate) fn target_n(asked: usize, gateway: &GatewayProcess) -> (usize, Option
     };
     eprintln!("target: {reason}");
     (asked.min(gateway_fits).min(own_fits), Some(reason))
+}
+
+/// One shell of each client, every one at its prompt: ssh2 direct, the gateway, ssh -tt.
+fn open_three(bed: &Bed) -> (Direct, Gw, OpenSsh) {
+    let mut direct = Direct::open(bed.sshd_addr, &bed.key);
+    wait_for(&mut direct, PROMPT);
+    let mut gw = Gw::open(current_thread_runtime(), bed.gateway.addr, &bed.body());
+    wait_for(&mut gw, PROMPT);
+    let mut ossh = OpenSsh::open(bed.sshd_addr, &bed.key_file);
+    wait_for(&mut ossh, PROMPT);
+    (direct, gw, ossh)
 }
