@@ -155,7 +155,7 @@ pub async fn route(
             // Pending, or live: a reload of a live session's page resumes it.
             let found = Uuid::parse_str(segment).is_ok_and(|id| {
                 state.store.contains(&id)
-                    || (state.ws.resume_grace.is_some() && state.ws.registry.contains(&id))
+                    || (state.ws.settings.resume_grace.is_some() && state.ws.registry.contains(&id))
             });
             Ok(assets::page(found, &state.page_csp))
         }

@@ -111,6 +111,7 @@ pub async fn get(
 fn record_dir(state: &State) -> Result<PathBuf, ApiError> {
     state
         .ws
+        .settings
         .record
         .as_ref()
         .map(|r| r.dir.clone())

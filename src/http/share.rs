@@ -52,7 +52,7 @@ pub fn create(
     base: &str,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     authorize(headers, state, client, id)?;
-    let max = state.ws.max_viewers;
+    let max = state.ws.settings.max_viewers;
     let link = state.ws.registry.share(id, max).map_err(|e| match e {
         ShareError::UnknownSession => ApiError::unknown_session(),
         ShareError::TooManyLinks { max } => ApiError::too_many_share_links(max),

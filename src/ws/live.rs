@@ -76,7 +76,7 @@ pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Outcome 
         client: Some(ws),
         registration,
         recording,
-        ring: Ring::new(ctx.resume_buffer),
+        ring: Ring::new(ctx.settings.resume_buffer),
         viewers: Viewers::default(),
         size,
         target,
@@ -152,10 +152,11 @@ impl Live<'_> {
         let now = tokio::time::Instant::now();
         // Far enough away to mean "never" for a timer that is off.
         let never = now + Duration::from_secs(100 * 365 * 86_400);
-        let lifetime = tokio::time::sleep_until(ctx.max_session_time.map_or(never, |t| now + t));
+        let lifetime =
+            tokio::time::sleep_until(ctx.settings.max_session_time.map_or(never, |t| now + t));
         // The idle timer is reset lazily: activity only records the time, and when the timer
         // fires early it is pushed to `last_activity + idle`. No timer work per frame.
-        let idle = tokio::time::sleep_until(ctx.idle_timeout.map_or(never, |t| now + t));
+        let idle = tokio::time::sleep_until(ctx.settings.idle_timeout.map_or(never, |t| now + t));
         let grace = tokio::time::sleep_until(never);
         // Recording: buffered events reach the file at least this often.
         let mut record_flush = tokio::time::interval(FLUSH_EVERY);
@@ -166,7 +167,8 @@ impl Live<'_> {
         loop {
             if self.client.is_none() && !detached {
                 // The client left. Without a token it cannot come back: the session ends.
-                let Some(grace_period) = ctx.resume_grace.filter(|_| self.resumable) else {
+                let Some(grace_period) = ctx.settings.resume_grace.filter(|_| self.resumable)
+                else {
                     return (Outcome::ClientGone, None);
                 };
                 detached = true;
@@ -193,7 +195,7 @@ impl Live<'_> {
                     return self.end(Outcome::error(ErrorKind::SessionTimeLimit, "the session reached its time limit"));
                 }
                 () = &mut idle => {
-                    let limit = ctx.idle_timeout.map_or(never, |t| last_activity + t);
+                    let limit = ctx.settings.idle_timeout.map_or(never, |t| last_activity + t);
                     if limit <= tokio::time::Instant::now() {
                         return self.end(Outcome::error(ErrorKind::IdleTimeout, "the session was idle too long"));
                     }
@@ -239,7 +241,7 @@ impl Live<'_> {
                         ctx.metrics.connected(self.claimed.elapsed().as_secs_f64());
                         self.size = (cols, rows);
                         self.recording.start(cols, rows, &self.target);
-                        let token = ctx.resume_grace.map(|_| self.registration.rotate_token());
+                        let token = ctx.settings.resume_grace.map(|_| self.registration.rotate_token());
                         self.resumable = token.is_some();
                         let ready = ServerEvent::ConnectionReady {
                             cols,
@@ -463,9 +465,9 @@ impl Live<'_> {
             self.refuse(ws, outcome::unknown_view());
             return;
         }
-        if self.viewers.len() >= self.ctx.max_viewers {
+        if self.viewers.len() >= self.ctx.settings.max_viewers {
             self.ctx.metrics.attach("viewer_refused");
-            let max = self.ctx.max_viewers;
+            let max = self.ctx.settings.max_viewers;
             self.refuse(
                 ws,
                 Outcome::error(

@@ -57,15 +57,8 @@ pub struct Context {
     pub slots: Slots,
     /// Live bridge threads, for leak checks and health.
     pub threads: Arc<AtomicUsize>,
-    pub connect_timeout: Duration,
-    /// End a session after this long without input or output.
-    pub idle_timeout: Option<Duration>,
-    /// End a session after this long, busy or not.
-    pub max_session_time: Option<Duration>,
     /// Cancelled when a shutdown signal arrives: no new sessions, live ones are told.
     pub draining: CancellationToken,
-    /// The locale asked for on each channel (`--remote-lang`).
-    pub remote_lang: Option<Arc<str>>,
     /// What the servers' host keys are checked against.
     pub host_keys: Arc<HostKeys>,
     /// Cancelled when the drain is over; live sessions end with `server_shutdown`.
@@ -75,6 +68,22 @@ pub struct Context {
     pub tracker: TaskTracker,
     /// Live sessions, for resumes, share links and viewers.
     pub registry: Arc<Registry>,
+    /// What every session is given, as the flags set it.
+    pub settings: SessionSettings,
+}
+
+/// The timers, buffers and options each session of this gateway runs with (from the flags),
+/// apart from the services in `Context` that sessions share.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// DNS, TCP, handshake and authentication together (`--connect-timeout`).
+    pub connect_timeout: Duration,
+    /// End a session after this long without input or output.
+    pub idle_timeout: Option<Duration>,
+    /// End a session after this long, busy or not.
+    pub max_session_time: Option<Duration>,
+    /// The locale asked for on each channel (`--remote-lang`).
+    pub remote_lang: Option<Arc<str>>,
     /// How long a session whose client left waits for it to resume (`--resume-grace`);
     /// `None`: it ends at once.
     pub resume_grace: Option<Duration>,

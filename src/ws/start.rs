@@ -189,11 +189,11 @@ async fn run(ws: Socket, ctx: &Context, id: SessionId, size: (u16, u16)) -> live
     };
     let target = request.target.clone();
     // Recording (--record-dir): the file is created once the shell is ready.
-    let recording = Recording::new(ctx.record.as_ref(), &id.to_string(), &request.term);
+    let recording = Recording::new(ctx.settings.record.as_ref(), &id.to_string(), &request.term);
     tracing::info!(%target, auth = request.credentials.method(), "session claimed");
     let claimed = Instant::now();
 
-    let deadline = tokio::time::Instant::now() + ctx.connect_timeout;
+    let deadline = tokio::time::Instant::now() + ctx.settings.connect_timeout;
     let dialed = tokio::select! {
         dialed = ctx.dialer.dial(&target.host, target.port, deadline) => dialed,
         () = ctx.shutdown.cancelled() => return (outcome::shutdown(), Some(ws)),
@@ -209,7 +209,7 @@ async fn run(ws: Socket, ctx: &Context, id: SessionId, size: (u16, u16)) -> live
         stream,
         request,
         host_keys: ctx.host_keys.clone(),
-        remote_lang: ctx.remote_lang.clone(),
+        remote_lang: ctx.settings.remote_lang.clone(),
         cols: size.0,
         rows: size.1,
         deadline: deadline.into_std(),
