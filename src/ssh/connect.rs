@@ -193,10 +193,7 @@ fn authenticate(
 fn set_timeout(session: &Session, deadline: Instant) -> Result<(), SshError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(SshError::new(
-            SshErrorKind::ConnectTimeout,
-            "the SSH server did not answer in time",
-        ));
+        return Err(SshError::connect_timeout());
     }
     // libssh2 treats 0 as "no timeout"; round up so a sliver of time is not infinite.
     session.set_timeout(left.as_millis().clamp(1, u32::MAX as u128) as u32);
@@ -205,10 +202,7 @@ fn set_timeout(session: &Session, deadline: Instant) -> Result<(), SshError> {
 
 fn map_error(e: &ssh2::Error, context: &str) -> SshError {
     match e.code() {
-        ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => SshError::new(
-            SshErrorKind::ConnectTimeout,
-            "the SSH server did not answer in time",
-        ),
+        ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => SshError::connect_timeout(),
         _ => failed(context, e),
     }
 }

@@ -63,6 +63,14 @@ impl SshError {
         }
     }
 
+    /// The connect deadline passed, whichever step was running (see `thread::past_deadline`).
+    pub fn connect_timeout() -> Self {
+        SshError::new(
+            SshErrorKind::ConnectTimeout,
+            "the SSH server did not answer in time",
+        )
+    }
+
     pub fn code(&self) -> &'static str {
         self.kind.code()
     }

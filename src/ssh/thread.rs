@@ -104,10 +104,7 @@ fn past_deadline(e: SshError, deadline: Instant) -> SshError {
                 | SshErrorKind::HostKeyUnknown
         );
     if timed_out {
-        SshError::new(
-            SshErrorKind::ConnectTimeout,
-            "the SSH server did not answer in time",
-        )
+        SshError::connect_timeout()
     } else {
         e
     }
