@@ -16,11 +16,12 @@
 //! that cannot leak), `record` (session recordings as asciicast files, and their replay).
 //! `server` ties them together, and does the TLS handshake when configured; `main` only
 //! turns the command line into a `Config` and a `logging` subscriber (or hands `replay FILE`
-//! to `record::replay`).
+//! to `record::replay`, and `session …` to `client`, the CI side's HTTP client of the API).
 //!
 //! The HTTP and WebSocket contract is docs/PROTOCOL.md.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod config;
 pub mod destination;
 pub mod http;

@@ -1,5 +1,6 @@
 //! The command line: flags and environment into a `Config`, logging, the listener and
-//! signals; or `replay FILE`, handed to the library. Everything else lives in the library.
+//! signals; or `replay FILE` and `session …`, handed to the library. Everything else
+//! lives in the library.
 //! Before anything is read, the process is made undumpable: it will hold credentials.
 
 #![forbid(unsafe_code)]
@@ -20,6 +21,12 @@ fn main() -> ExitCode {
     // `replay` cannot be mistaken for one of them.
     if argv.get(1).is_some_and(|a| a == "replay") {
         return replay(argv.into_iter().skip(1));
+    }
+    // The CI side's client: it holds a token and credentials too, hence after the hardening.
+    if argv.get(1).is_some_and(|a| a == "session") {
+        let env = |name: &str| std::env::var_os(name);
+        let exit = alfresco_ssh::client::run(argv.into_iter().skip(1), &env);
+        return ExitCode::from(exit.code());
     }
     match run(argv, hardening) {
         Ok(()) => ExitCode::SUCCESS,

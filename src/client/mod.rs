@@ -1,0 +1,409 @@
+//! `alfresco-ssh session …`: the client a CI job runs to create a session, follow it to its
+//! end and exit with its outcome, or ask about, end and extend sessions.
+//!
+//! `args` (flags), `api` (HTTP, retries), `status` (the status object, pure), `watch` (the
+//! long-poll loop and the state-change lines), `exit` (the exit codes), `error`. This file
+//! only reads the secrets the flags point at and dispatches. Like `main`, it may read the
+//! environment; the token and credentials are never taken from argv.
+
+pub mod api;
+pub mod args;
+pub mod error;
+pub mod exit;
+pub mod status;
+pub mod watch;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use api::{Api, ApiSettings, SessionRef};
+use args::{Command, CreateArgs, GatewayArgs, SessionArgs};
+use error::ClientError;
+use exit::Exit;
+use status::{State, Status};
+use watch::{Followed, follow, write_line};
+
+use crate::secret::Secret;
+
+/// Pages `list` follows at most (each up to the gateway's default of 50 sessions).
+const MAX_PAGES: usize = 20;
+
+/// Where the client reads its environment: `std::env::var_os` in `main`, a map in tests.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+/// Runs `session …` (argv from the subcommand's name on) and returns how it ended.
+pub fn run(argv: impl IntoIterator<Item = OsString>, env: Env<'_>) -> Exit {
+    let args = match SessionArgs::try_parse(argv) {
+        Ok(args) => args,
+        Err(clap_answer) => {
+            let _ = clap_answer.print();
+            // Help and version go to stdout and are a success; flag errors are usage.
+            return if clap_answer.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("alfresco-ssh session: cannot start: {e}");
+            return Exit::Unreachable;
+        }
+    };
+    let mut stdout = std::io::stdout();
+    match runtime.block_on(dispatch(args.command, env, &mut stdout)) {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("alfresco-ssh session: {e}");
+            e.kind.exit()
+        }
+    }
+}
+
+async fn dispatch(
+    command: Command,
+    env: Env<'_>,
+    out: &mut dyn Write,
+) -> Result<Exit, ClientError> {
+    match command {
+        Command::Create(args) => create(args, env, out).await,
+        Command::Status(args) => {
+            let api = connect(&args.gateway, env)?;
+            let answer = api.status(&SessionRef::parse(&args.id)?, None).await?;
+            let status = parse_status(&answer)?;
+            if args.gateway.json {
+                write_line(out, &answer.to_string());
+            } else {
+                write_line(out, &describe(&status));
+            }
+            Ok(Exit::Success)
+        }
+        Command::Wait(args) => {
+            let until = State::parse_list(&args.states)
+                .map_err(|e| ClientError::usage(format!("--for: {e}")))?;
+            let api = connect(&args.gateway, env)?;
+            let id = SessionRef::parse(&args.id)?;
+            let followed = follow(
+                &api,
+                &id,
+                None,
+                &until,
+                args.timeout,
+                args.gateway.json,
+                out,
+            )
+            .await?;
+            Ok(match followed {
+                Followed::Reached(status) => Exit::of(&status).unwrap_or(Exit::Success),
+                Followed::TimedOut(status) => {
+                    eprintln!(
+                        "alfresco-ssh session: still {} after --timeout",
+                        status.state.name()
+                    );
+                    Exit::WaitTimedOut
+                }
+            })
+        }
+        Command::Revoke(args) => {
+            let api = connect(&args.gateway, env)?;
+            let answer = api.revoke(&SessionRef::parse(&args.id)?).await?;
+            let status = parse_status(&answer)?;
+            if args.gateway.json {
+                write_line(out, &answer.to_string());
+            } else {
+                write_line(out, &format!("revoke asked; {}", describe(&status)));
+            }
+            Ok(Exit::Success)
+        }
+        Command::Extend(args) => {
+            let api = connect(&args.gateway, env)?;
+            let answer = api.extend(&SessionRef::parse(&args.id)?, args.by).await?;
+            let status = parse_status(&answer)?;
+            if args.gateway.json {
+                write_line(out, &answer.to_string());
+            } else {
+                write_line(out, &describe(&status));
+            }
+            Ok(Exit::Success)
+        }
+        Command::List(args) => {
+            let api = connect(&args.gateway, env)?;
+            if let Some(states) = &args.state {
+                State::parse_list(states)
+                    .map_err(|e| ClientError::usage(format!("--state: {e}")))?;
+            }
+            let mut cursor: Option<String> = None;
+            for _ in 0..MAX_PAGES {
+                let page = api.list(args.state.as_deref(), cursor.as_deref()).await?;
+                if args.gateway.json {
+                    write_line(out, &page.to_string());
+                } else {
+                    let sessions = page.get("sessions").and_then(Value::as_array);
+                    for session in sessions.into_iter().flatten() {
+                        let status = parse_status(session)?;
+                        let created = status.created_at.as_deref().unwrap_or("-");
+                        write_line(
+                            out,
+                            &format!("{} {created} {}", status.id, describe(&status)),
+                        );
+                    }
+                }
+                cursor = page
+                    .get("next_cursor")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                if cursor.is_none() {
+                    return Ok(Exit::Success);
+                }
+            }
+            eprintln!("alfresco-ssh session: more than {MAX_PAGES} pages; narrow with --state");
+            Ok(Exit::Success)
+        }
+    }
+}
+
+/// `session create`: the URL on its own line, the CI annotation, then with `--wait` the
+/// session followed to its end.
+async fn create(args: CreateArgs, env: Env<'_>, out: &mut dyn Write) -> Result<Exit, ClientError> {
+    let api = connect(&args.gateway, env)?;
+    let body = create_body(&args, env)?;
+    let answer = api.create(body).await?;
+    let field = |name: &str| {
+        answer
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| ClientError::bad_answer(format!("the create answer has no {name:?}")))
+    };
+    let (id, url) = (field("id")?, field("url")?);
+    let json = args.gateway.json;
+    if json {
+        write_line(out, &answer.to_string());
+    } else {
+        write_line(out, &url);
+    }
+    // The annotations are not JSON: with --json they go to stderr, where the runner still
+    // sees them and a parser of stdout does not.
+    let mut stderr = std::io::stderr();
+    let notes: &mut dyn Write = if json { &mut stderr } else { out };
+    if is_true(env("GITHUB_ACTIONS")) {
+        // A workflow command: shown on the run's summary page, not only deep in the log.
+        write_line(notes, &format!("::notice title=alfresco-ssh::{url}"));
+    }
+    if is_true(env("GITLAB_CI")) {
+        // GitLab has no annotations; a bold line (its log renders ANSI) stands out.
+        write_line(
+            notes,
+            &format!("\x1b[1;33m>>> alfresco-ssh: open {url}\x1b[0m"),
+        );
+    }
+    if !args.wait {
+        return Ok(Exit::Success);
+    }
+    let id = SessionRef::parse(&id)?;
+    let final_states: Vec<State> = State::ALL.into_iter().filter(|s| s.is_final()).collect();
+    match follow(&api, &id, None, &final_states, None, json, out).await? {
+        Followed::Reached(status) => Ok(Exit::of(&status).unwrap_or(Exit::Success)),
+        // No timeout was given: only the gateway's timers end the wait.
+        Followed::TimedOut(_) => Ok(Exit::WaitTimedOut),
+    }
+}
+
+/// The create-session body, serialized once into a buffer sized beforehand, so the
+/// credentials in it are never left behind in a grown and freed allocation. The buffer is
+/// wiped after the request (see `Api::create`); the files and variables read are wiped here.
+fn create_body(args: &CreateArgs, env: Env<'_>) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    let c = &args.credentials;
+    let key = c
+        .key_file
+        .as_deref()
+        .map(|p| read_secret_file(p, "--key-file", false))
+        .transpose()?;
+    let password = match (&c.password_env, &c.password_file) {
+        (Some(var), _) => Some(read_secret_var(env, var, "--password-env")?),
+        (None, Some(path)) => Some(read_secret_file(path, "--password-file", true)?),
+        (None, None) => None,
+    };
+    let passphrase = match (&c.passphrase_env, &c.passphrase_file) {
+        (Some(var), _) => Some(read_secret_var(env, var, "--passphrase-env")?),
+        (None, Some(path)) => Some(read_secret_file(path, "--passphrase-file", true)?),
+        (None, None) => None,
+    };
+    let body = CreateBody {
+        hostname: &args.host,
+        port: args.port,
+        username: &args.user,
+        password: password.as_ref().map(|s| s.expose().as_str()),
+        private_key: key.as_ref().map(|s| s.expose().as_str()),
+        passphrase: passphrase.as_ref().map(|s| s.expose().as_str()),
+        host_key: args.host_key.as_deref(),
+        ttl: args.ttl.map(|d| d.as_secs()),
+        max_duration: args.max_duration.map(|d| d.as_secs()),
+        idle_timeout: args.idle_timeout.map(|d| d.as_secs()),
+        resume_grace: args.resume_grace.map(|d| d.as_secs()),
+        handback: args.handback.then_some(true),
+    };
+    // JSON escapes at most sextuple a byte (`\u0000`); the rest is field names and numbers.
+    let text_len = [&key, &password, &passphrase]
+        .iter()
+        .filter_map(|s| s.as_ref().map(|s| s.expose().len()))
+        .sum::<usize>()
+        + args.host.len()
+        + args.user.len()
+        + args.host_key.as_ref().map_or(0, String::len);
+    let capacity = text_len * 6 + 1024;
+    let mut buffer = Zeroizing::new(Vec::with_capacity(capacity));
+    serde_json::to_writer(&mut *buffer, &body)
+        .map_err(|e| ClientError::usage(format!("cannot encode the request: {e}")))?;
+    debug_assert_eq!(buffer.capacity(), capacity, "the body never grew");
+    Ok(buffer)
+}
+
+#[derive(Serialize)]
+struct CreateBody<'a> {
+    hostname: &'a str,
+    port: u16,
+    username: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    passphrase: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_duration: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_timeout: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resume_grace: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handback: Option<bool>,
+}
+
+/// The API client for `gateway`, with the token from `--token-file` or `ALFRESCO_TOKEN`.
+fn connect(gateway: &GatewayArgs, env: Env<'_>) -> Result<Api, ClientError> {
+    let token = match &gateway.token_file {
+        Some(path) => read_secret_file(path, "--token-file", true)?,
+        None => read_secret_var(env, "ALFRESCO_TOKEN", "the API token").map_err(|_| {
+            ClientError::usage("no API token: set ALFRESCO_TOKEN or pass --token-file")
+        })?,
+    };
+    let ca_pem = gateway
+        .ca_file
+        .as_deref()
+        .map(|path| {
+            std::fs::read(path)
+                .map_err(|e| ClientError::usage(format!("--ca-file {}: {e}", path.display())))
+        })
+        .transpose()?;
+    if cleartext(&gateway.gateway) {
+        eprintln!(
+            "alfresco-ssh session: warning: {} is plain http: the token and the SSH \
+             credentials cross the network unencrypted",
+            gateway.gateway
+        );
+    }
+    Api::new(ApiSettings {
+        gateway: gateway.gateway.clone(),
+        token,
+        ca_pem,
+        retry_for: gateway.retry_for,
+    })
+}
+
+/// Plain http to anything but this machine.
+fn cleartext(gateway: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(gateway) else {
+        return false;
+    };
+    // An IPv6 host comes in brackets; a name other than localhost may resolve anywhere.
+    let host = url.host_str().unwrap_or("");
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    url.scheme() == "http" && !loopback
+}
+
+/// A secret file's text; with `one_line`, without its trailing newline (as `echo` writes).
+fn read_secret_file(
+    path: &Path,
+    flag: &str,
+    one_line: bool,
+) -> Result<Secret<String>, ClientError> {
+    let bytes = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| ClientError::usage(format!("{flag} {}: {e}", path.display())))?,
+    );
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ClientError::usage(format!("{flag} {}: not UTF-8 text", path.display())))?;
+    let text = if one_line {
+        text.strip_suffix('\n')
+            .map_or(text, |t| t.strip_suffix('\r').unwrap_or(t))
+    } else {
+        text
+    };
+    if text.is_empty() {
+        return Err(ClientError::usage(format!(
+            "{flag} {}: empty",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(text.to_owned()))
+}
+
+/// A secret environment variable, named by a flag; unset or empty is a usage error.
+fn read_secret_var(env: Env<'_>, var: &str, flag: &str) -> Result<Secret<String>, ClientError> {
+    let value = env(var).ok_or_else(|| ClientError::usage(format!("{flag}: {var} is not set")))?;
+    let value = Secret::new(
+        value
+            .into_string()
+            .map_err(|_| ClientError::usage(format!("{flag}: {var} is not UTF-8")))?,
+    );
+    if value.expose().is_empty() {
+        return Err(ClientError::usage(format!("{flag}: {var} is empty")));
+    }
+    Ok(value)
+}
+
+fn is_true(value: Option<OsString>) -> bool {
+    value.is_some_and(|v| v == "true")
+}
+
+fn parse_status(answer: &Value) -> Result<Status, ClientError> {
+    Status::deserialize(answer)
+        .map_err(|e| ClientError::bad_answer(format!("not a status object: {e}")))
+}
+
+/// One line about a session: its state, target, and outcome or deadline.
+fn describe(status: &Status) -> String {
+    let target = status.target.as_deref().unwrap_or("?");
+    let state = status.state.name();
+    if status.state.is_final() {
+        format!("{state} {target}: {}", status.outcome())
+    } else if let Some(ends_at) = &status.ends_at {
+        format!("{state} {target}, ends at {ends_at}")
+    } else if let Some(expires_at) = &status.expires_at {
+        format!("{state} {target}, link expires at {expires_at}")
+    } else {
+        format!("{state} {target}")
+    }
+}
