@@ -272,6 +272,8 @@ enum Failure {
 impl Failure {
     fn retryable(&self, repeat: Repeat) -> bool {
         match (self, repeat) {
+            // A certificate the client does not trust stays untrusted: fail at once.
+            (Failure::Transport(e), _) if tls_refused(e) => false,
             (Failure::Transport(e), Repeat::Safe) => !e.is_builder(),
             // Refused before a byte of the request left: the gateway did nothing.
             (Failure::Transport(e), Repeat::OnlyUnsent) => e.is_connect(),
@@ -297,9 +299,33 @@ impl Failure {
     }
 }
 
+/// Whether rustls refused the handshake (an untrusted or wrong certificate, a protocol
+/// mismatch): retrying cannot help, and the message says which.
+fn tls_refused(e: &reqwest::Error) -> bool {
+    let mut next = std::error::Error::source(e);
+    // Bounded like `transport_message`.
+    for _ in 0..16 {
+        let Some(cause) = next else { return false };
+        if cause.is::<tokio_rustls::rustls::Error>() {
+            return true;
+        }
+        // hyper-rustls hands the handshake error up inside io::Errors (two deep), whose
+        // `source()` skips the wrapped error: look inside them instead.
+        next = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => cause.source(),
+        };
+    }
+    false
+}
+
 /// reqwest's own message, and the causes it wraps (the useful part: "connection refused").
 fn transport_message(e: &reqwest::Error) -> String {
-    let mut message = if e.is_timeout() {
+    let mut message = if tls_refused(e) {
+        "the TLS handshake failed (a private CA needs --ca-file)".to_owned()
+    } else if e.is_timeout() {
         "no answer in time".to_owned()
     } else if e.is_connect() {
         "cannot connect".to_owned()
