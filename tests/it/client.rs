@@ -53,8 +53,6 @@ pub struct Ended {
     pub took: Duration,
 }
 
-// `line` and `line_with` serve the tests that follow a session as it runs.
-#[allow(dead_code)]
 impl Running {
     pub fn start(mut cmd: Command) -> Running {
         let mut child = cmd
@@ -99,18 +97,6 @@ impl Running {
             .unwrap_or_else(|| panic!("stdout closed; so far: {:?}", self.stdout));
         self.stdout.push(line.clone());
         line
-    }
-
-    /// Reads stdout lines until one contains `needle`; returns it.
-    pub async fn line_with(&mut self, needle: &str) -> String {
-        // Bounded: a session prints a handful of lines.
-        for _ in 0..100 {
-            let line = self.line().await;
-            if line.contains(needle) {
-                return line;
-            }
-        }
-        panic!("no line with {needle:?} in {:?}", self.stdout)
     }
 
     /// Waits (within `bound`) for the command to end.
@@ -428,4 +414,284 @@ async fn tls_is_verified_and_ca_file_trusts_a_private_ca() {
         "{ended:?}"
     );
     assert_eq!(gw.handle.pending(), 1);
+}
+
+/// Starts `create … --wait` (plus `extra`) for the test user; returns it and the id from
+/// the URL line, after the "pending" line.
+async fn create_waiting(
+    gw: &Gateway,
+    sshd: &Sshd,
+    password: &str,
+    extra: &[&str],
+) -> (Running, String) {
+    let (gateway, port) = (http(gw), port(sshd));
+    let mut args = create_args(&gateway, &port);
+    args.push("--wait");
+    args.extend(extra);
+    let env = [("ALFRESCO_TOKEN", TEST_TOKEN), ("SSH_PASSWORD", password)];
+    let mut running = Running::start(session(&args, &env));
+    let url = running.line().await;
+    let id = url
+        .strip_prefix(&format!("{gateway}/"))
+        .unwrap_or_else(|| panic!("a session URL: {url}"))
+        .to_owned();
+    assert_eq!(
+        running.line().await,
+        "pending: waiting for the link to be opened"
+    );
+    (running, id)
+}
+
+/// The lines after "pending", and the exit status, of a finished `create --wait`.
+async fn outcome(running: Running) -> (Vec<String>, Option<i32>, String) {
+    let ended = running.ended().await;
+    let lines = ended.stdout[2..].to_vec();
+    (lines, ended.code, ended.stderr)
+}
+
+/// The whole story of a CI job: create --wait, someone opens the link, the shell exits 7,
+/// the command has printed each change and exits 7.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_wait_follows_the_session_and_exits_with_the_shell() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let (running, id) = create_waiting(&gw, &sshd, &sshd::test_password(), &[]).await;
+    let mut term = gw.ws().await;
+    term.start(&id, 80, 24).await;
+    term.ready().await;
+    term.input("exit 7\r").await;
+    term.expect("ssh-closed").await;
+    let (lines, code, stderr) = outcome(running).await;
+    assert_eq!(
+        lines,
+        ["opened from 127.0.0.1", "ready", "ended: exited 7"],
+        "{stderr}"
+    );
+    assert_eq!(code, Some(7));
+    gw.assert_idle().await;
+}
+
+/// Nobody opens the link before `--ttl`: "expired", 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_opens_it_exits_200() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let (running, _id) = create_waiting(&gw, &sshd, "pw", &["--ttl", "1s"]).await;
+    let (lines, code, stderr) = outcome(running).await;
+    assert_eq!(
+        lines,
+        ["expired: nobody opened the link in time"],
+        "{stderr}"
+    );
+    assert_eq!(code, Some(200));
+}
+
+/// `session revoke` from a second process: a pending link dies (202 for the waiting job);
+/// a live shell is ended the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_from_a_second_process_exits_202() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let gateway = http(&gw);
+    let env = [("ALFRESCO_TOKEN", TEST_TOKEN)];
+
+    let (running, id) = create_waiting(&gw, &sshd, "pw", &[]).await;
+    let revoke = run(session(&["revoke", "--gateway", &gateway, &id], &env)).await;
+    assert_eq!(revoke.code, Some(0), "{revoke:?}");
+    assert!(
+        revoke.stdout[0].starts_with("revoke asked; revoked"),
+        "{revoke:?}"
+    );
+    let (lines, code, _) = outcome(running).await;
+    assert_eq!((lines, code), (vec!["revoked".to_owned()], Some(202)));
+
+    let (running, id) = create_waiting(&gw, &sshd, &sshd::test_password(), &[]).await;
+    let mut term = gw.ws().await;
+    term.start(&id, 80, 24).await;
+    term.ready().await;
+    let revoke = run(session(
+        &["revoke", "--gateway", &gateway, &id, "--json"],
+        &env,
+    ))
+    .await;
+    assert_eq!(revoke.code, Some(0), "{revoke:?}");
+    let answer: serde_json::Value = serde_json::from_str(&revoke.stdout[0]).unwrap();
+    assert_eq!(answer["id"], id.as_str());
+    let closed = term.expect("ssh-closed").await;
+    assert_eq!(closed["reason"], "revoked");
+    let (lines, code, stderr) = outcome(running).await;
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("ended: revoked"),
+        "{stderr}"
+    );
+    assert_eq!(code, Some(202));
+    gw.assert_idle().await;
+}
+
+/// The person's verdict: "continue" exits 0, "fail" 204.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handback_verdicts_exit_0_and_204() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    for (verdict, exit) in [("continue", 0), ("fail", 204)] {
+        let (running, id) =
+            create_waiting(&gw, &sshd, &sshd::test_password(), &["--handback"]).await;
+        let mut term = gw.ws().await;
+        term.start(&id, 80, 24).await;
+        assert_eq!(term.ready().await["handback"], true);
+        term.send_event("handback", serde_json::json!(verdict))
+            .await;
+        term.expect("ssh-closed").await;
+        let (lines, code, _) = outcome(running).await;
+        assert_eq!(lines.last().unwrap(), &format!("ended: handback {verdict}"));
+        assert_eq!(code, Some(exit), "{verdict}");
+    }
+    gw.assert_idle().await;
+}
+
+/// A wrong password: the session fails, the job learns it (201), and a shell killed by a
+/// signal exits 128+N.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_auth_exits_201_and_a_killed_shell_128_plus_n() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let (running, id) = create_waiting(&gw, &sshd, "not-the-password", &[]).await;
+    let mut term = gw.ws().await;
+    term.start(&id, 80, 24).await;
+    term.expect_error("auth_failed").await;
+    let (lines, code, _) = outcome(running).await;
+    assert!(
+        lines.last().unwrap().starts_with("failed: auth_failed"),
+        "{lines:?}"
+    );
+    assert_eq!(code, Some(201));
+
+    let (running, id) = create_waiting(&gw, &sshd, &sshd::test_password(), &[]).await;
+    let mut term = gw.ws().await;
+    term.start(&id, 80, 24).await;
+    term.ready().await;
+    term.input("kill -KILL $$\r").await;
+    term.expect("ssh-closed").await;
+    let (lines, code, _) = outcome(running).await;
+    assert_eq!(lines.last().unwrap(), "ended: signalled KILL");
+    assert_eq!(code, Some(128 + 9));
+    gw.assert_idle().await;
+}
+
+/// `status`, `wait --for opened --timeout` (207 when nobody comes), `extend` and `list`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_wait_extend_and_list() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let gateway = http(&gw);
+    let env = [("ALFRESCO_TOKEN", TEST_TOKEN)];
+    let id = gw.create_id(&crate::support::password_body(&sshd)).await;
+
+    let status = run(session(
+        &["status", "--gateway", &gateway, &id, "--json"],
+        &env,
+    ))
+    .await;
+    assert_eq!(status.code, Some(0), "{status:?}");
+    let answer: serde_json::Value = serde_json::from_str(&status.stdout[0]).unwrap();
+    assert_eq!(answer["state"], "pending");
+
+    let args = [
+        "wait",
+        "--gateway",
+        &gateway,
+        &id,
+        "--for",
+        "opened",
+        "--timeout",
+        "1s",
+    ];
+    let wait = run(session(&args, &env)).await;
+    assert_eq!(wait.code, Some(207), "{wait:?}");
+    assert!(wait.stderr.contains("still pending"), "{wait:?}");
+
+    let extend = run(session(
+        &["extend", "--gateway", &gateway, &id, "--by", "5m"],
+        &env,
+    ))
+    .await;
+    assert_eq!(extend.code, Some(0), "{extend:?}");
+    assert!(extend.stdout[0].starts_with("pending "), "{extend:?}");
+
+    let list = run(session(
+        &["list", "--gateway", &gateway, "--state", "pending"],
+        &env,
+    ))
+    .await;
+    assert_eq!(list.code, Some(0), "{list:?}");
+    assert_eq!(list.stdout.len(), 1, "{list:?}");
+    assert!(list.stdout[0].starts_with(&format!("{id} ")), "{list:?}");
+
+    // `wait` for the opening, while the test opens it: 0 once it is opened.
+    let args = ["wait", "--gateway", &gateway, &id, "--for", "live"];
+    let mut waiting = Running::start(session(&args, &env));
+    assert_eq!(
+        waiting.line().await,
+        "pending: waiting for the link to be opened"
+    );
+    let mut term = gw.ws().await;
+    term.start(&id, 80, 24).await;
+    term.ready().await;
+    let ended = waiting.ended().await;
+    assert_eq!(ended.code, Some(0), "{ended:?}");
+    assert_eq!(ended.stdout[1..], ["opened from 127.0.0.1", "ready"]);
+
+    let unknown = run(session(
+        &["status", "--gateway", &gateway, "0000-nope"],
+        &env,
+    ))
+    .await;
+    assert_eq!(unknown.code, Some(206), "{unknown:?}");
+    assert!(unknown.stderr.contains("unknown_session"), "{unknown:?}");
+    term.input("exit\r").await;
+    term.expect("ssh-closed").await;
+    gw.assert_idle().await;
+}
+
+/// The long poll's connection is cut under a waiting job (a proxy restarting, a NAT
+/// dropping it): the client asks again and still exits with the shell's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_long_poll_is_asked_again() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let proxy = crate::support::proxy::Proxy::start(gw.addr).await;
+    let id = gw.create_id(&crate::support::password_body(&sshd)).await;
+    let via = format!("http://{}", proxy.addr);
+    let args = ["wait", "--gateway", &via, &id];
+    let mut waiting = Running::start(session(&args, &[("ALFRESCO_TOKEN", TEST_TOKEN)]));
+    assert_eq!(
+        waiting.line().await,
+        "pending: waiting for the link to be opened"
+    );
+    // The second request is the long poll; cut it once the gateway holds it.
+    wait_until(|| gw.handle.waiters() == 1).await;
+    proxy.cut();
+    let mut term = gw.ws().await;
+    term.start(&id, 80, 24).await;
+    term.ready().await;
+    term.input("exit 3\r").await;
+    term.expect("ssh-closed").await;
+    let ended = waiting.ended().await;
+    assert_eq!(ended.code, Some(3), "{ended:?}");
+    assert!(ended.stderr.contains("trying again"), "{ended:?}");
+    assert_eq!(ended.stdout.last().unwrap(), "ended: exited 3");
+    gw.assert_idle().await;
+}
+
+/// Polls `cond` until it holds, within `WAIT`.
+async fn wait_until(cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
