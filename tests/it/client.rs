@@ -1,6 +1,8 @@
 //! `alfresco-ssh session …`, the started binary, against the in-process gateway and the real
 //! sshd: what a CI job sees on stdout and in the exit status, the retry bound for a gateway
-//! that is down or drops connections, TLS verification, and refusals.
+//! that is down or drops connections, TLS verification, and refusals. And docs/CI.md: its
+//! `sh test` snippets run against the gateway and sshd, and its exit-code table (and the
+//! README's) is `Exit::ALL`.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -691,5 +693,90 @@ async fn wait_until(cond: impl Fn() -> bool) {
             "condition not met in time"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `sh test` blocks of docs/CI.md, run as a CI job would run them (the variables set,
+/// `alfresco-ssh` on the PATH): each prints a link, the test opens it and exits the shell,
+/// and the snippet ends with 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_doc_snippets_run() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CI.md")).unwrap();
+    let snippets: Vec<&str> = doc
+        .split("```sh test\n")
+        .skip(1)
+        .map(|rest| rest.split_once("\n```").expect("a closed block").0)
+        .collect();
+    assert_eq!(snippets.len(), 2, "the curl and the client snippet");
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_alfresco-ssh"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (gateway, port, password) = (http(&gw), port(&sshd), sshd::test_password());
+    for snippet in snippets {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(snippet);
+        for var in CLIENT_VARS {
+            cmd.env_remove(var);
+        }
+        cmd.envs([
+            ("PATH", path.as_str()),
+            ("ALFRESCO_GATEWAY", gateway.as_str()),
+            ("ALFRESCO_TOKEN", TEST_TOKEN),
+            ("SSH_HOST", "127.0.0.1"),
+            ("SSH_PORT", port.as_str()),
+            ("SSH_USER", sshd::TEST_USER),
+            ("SSH_PASSWORD", password.as_str()),
+        ]);
+        let mut running = Running::start(cmd);
+        let url = running.line().await;
+        let id = url
+            .strip_prefix(&format!("{gateway}/"))
+            .unwrap_or_else(|| panic!("a session URL first: {url}\n{snippet}"))
+            .to_owned();
+        let mut term = gw.ws().await;
+        term.start(&id, 80, 24).await;
+        term.ready().await;
+        term.input("exit 0\r").await;
+        term.expect("ssh-closed").await;
+        let ended = running.ended().await;
+        assert_eq!(ended.code, Some(0), "{ended:?}\n{snippet}");
+        assert_eq!(ended.stdout.last().unwrap(), "ended: exited 0", "{snippet}");
+    }
+    gw.assert_idle().await;
+}
+
+/// The exit-code tables of README.md and docs/CI.md are exactly `Exit::ALL`, in order.
+#[test]
+fn exit_code_tables_match_the_codes() {
+    use alfresco_ssh::client::exit::Exit;
+    let expected: Vec<String> = Exit::ALL
+        .iter()
+        .map(|e| match e {
+            Exit::Signalled(_) => "128+N".to_owned(),
+            e => e.code().to_string(),
+        })
+        .collect();
+    for file in ["README.md", "docs/CI.md"] {
+        let doc =
+            std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        // The first table after the "Exit codes" heading; rows are `| code | meaning |`.
+        let (_, after) = doc
+            .split_once("# Exit codes\n")
+            .unwrap_or_else(|| panic!("{file} has an Exit codes heading"));
+        let codes: Vec<String> = after
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.split('|').nth(1).map(|c| c.trim().to_owned()))
+            .filter(|c| c != "code" && !c.starts_with('-'))
+            .collect();
+        assert_eq!(codes, expected, "{file}");
     }
 }
