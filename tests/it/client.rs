@@ -780,3 +780,84 @@ fn exit_code_tables_match_the_codes() {
         assert_eq!(codes, expected, "{file}");
     }
 }
+
+/// Once the create request is sent, the waiting client holds no copy of the private key it
+/// read: the file's bytes, the `Secret` and the request body are wiped. (The tests run as
+/// root, so /proc/<pid>/mem of the undumpable client stays readable.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_client_holds_no_copy_of_the_key() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_ed25519");
+    std::fs::write(&key, &sshd.keys().ed25519).unwrap();
+    // A base64 line from the middle of the key: it appears nowhere but in the key.
+    let line = sshd.keys().ed25519.lines().nth(2).unwrap().to_owned();
+    let (gateway, port) = (http(&gw), port(&sshd));
+    let args = [
+        "create",
+        "--gateway",
+        &gateway,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--user",
+        sshd::TEST_USER,
+        "--key-file",
+        key.to_str().unwrap(),
+        "--wait",
+    ];
+    let mut running = Running::start(session(&args, &[("ALFRESCO_TOKEN", TEST_TOKEN)]));
+    let url = running.line().await;
+    // The line after the URL comes after the first status answer: the create is long done.
+    assert_eq!(
+        running.line().await,
+        "pending: waiting for the link to be opened"
+    );
+    let copies = count_in_memory(running.child.id(), line.as_bytes());
+    assert_eq!(copies, 0, "copies of a key line in the waiting client");
+
+    let id = url.strip_prefix(&format!("{gateway}/")).unwrap();
+    let mut term = gw.ws().await;
+    term.start(id, 80, 24).await;
+    term.ready().await;
+    term.input("exit\r").await;
+    term.expect("ssh-closed").await;
+    assert_eq!(running.ended().await.code, Some(0));
+    gw.assert_idle().await;
+}
+
+/// Occurrences of `needle` in the writable mappings (heap, stacks) of process `pid`.
+fn count_in_memory(pid: u32, needle: &[u8]) -> usize {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut count = 0;
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        else {
+            continue;
+        };
+        if !perms.starts_with("rw") {
+            continue;
+        }
+        let mut region = vec![0; (end - start) as usize];
+        // Guard pages and vvar cannot be read; they hold nothing of ours.
+        if mem.seek(SeekFrom::Start(start)).is_err() || mem.read_exact(&mut region).is_err() {
+            continue;
+        }
+        count += region
+            .windows(needle.len())
+            .filter(|w| *w == needle)
+            .count();
+    }
+    count
+}
