@@ -30,6 +30,10 @@ use watch::{Followed, follow, write_line};
 
 use crate::secret::Secret;
 
+/// How long a cancelled `create --wait` tries to revoke its session: GitHub Actions sends
+/// SIGINT, then SIGTERM 7.5 s later, then kills.
+const REVOKE_ON_CANCEL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Pages `list` follows at most (each up to the gateway's default of 50 sessions).
 const MAX_PAGES: usize = 20;
 
@@ -212,10 +216,40 @@ async fn create(args: CreateArgs, env: Env<'_>, out: &mut dyn Write) -> Result<E
     }
     let id = SessionRef::parse(&id)?;
     let final_states: Vec<State> = State::ALL.into_iter().filter(|s| s.is_final()).collect();
-    match follow(&api, &id, None, &final_states, None, json, out).await? {
+    let followed = tokio::select! {
+        followed = follow(&api, &id, None, &final_states, None, json, out) => followed?,
+        signal = interrupted() => {
+            // A cancelled job: its runner is about to go, so the session it made must not
+            // stay behind, a link anyone in the log could still open, or a shell.
+            eprintln!("alfresco-ssh session: interrupted: revoking the session");
+            match tokio::time::timeout(REVOKE_ON_CANCEL, api.revoke(&id)).await {
+                Ok(Ok(_)) => eprintln!("alfresco-ssh session: revoked"),
+                Ok(Err(e)) => eprintln!("alfresco-ssh session: cannot revoke: {e}"),
+                Err(_) => eprintln!("alfresco-ssh session: cannot revoke: no answer in time"),
+            }
+            return Ok(Exit::Signalled(Some(signal)));
+        }
+    };
+    match followed {
         Followed::Reached(status) => Ok(Exit::of(&status).unwrap_or(Exit::Success)),
         // No timeout was given: only the gateway's timers end the wait.
         Followed::TimedOut(_) => Ok(Exit::WaitTimedOut),
+    }
+}
+
+/// Resolves with the signal's number at the first SIGINT or SIGTERM (how CI systems cancel a
+/// job); never, if the handlers cannot be installed.
+async fn interrupted() -> u8 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => 2,
+        _ = term.recv() => 15,
     }
 }
 

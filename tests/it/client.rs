@@ -861,3 +861,19 @@ fn count_in_memory(pid: u32, needle: &[u8]) -> usize {
     }
     count
 }
+
+/// A cancelled job (SIGTERM, as CI systems send) revokes the session it created, so no link
+/// or shell outlives the job; the command exits 128+15.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_create_wait_revokes_its_session() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let (running, id) = create_waiting(&gw, &sshd, "pw", &[]).await;
+    let pid = rustix::process::Pid::from_raw(running.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let ended = running.ended().await;
+    assert_eq!(ended.code, Some(143), "{ended:?}");
+    assert!(ended.stderr.contains("revoked"), "{ended:?}");
+    let status = gw.get_as(&format!("/sessions/{id}"), TEST_TOKEN).await;
+    assert_eq!(status.json()["state"], "revoked");
+}
