@@ -69,12 +69,14 @@ pub async fn follow(
             }
         }
         let done = until.contains(&status.state) || status.state.is_final();
-        let draining = status.draining && !changed;
+        // A draining gateway, or a state this client cannot name (a newer gateway: every
+        // state it can name is "another" one, so the poll answers at once), would spin.
+        let pause = (status.draining && !changed) || status.state == State::Unknown;
         last = Some(status);
         if done {
             return Ok(Followed::Reached(last.expect("just set")));
         }
-        if draining {
+        if pause {
             tokio::time::sleep(DRAIN_PAUSE).await;
         }
     }

@@ -877,3 +877,35 @@ async fn a_cancelled_create_wait_revokes_its_session() {
     let status = gw.get_as(&format!("/sessions/{id}"), TEST_TOKEN).await;
     assert_eq!(status.json()["state"], "revoked");
 }
+
+/// A browser that drops and comes back: "detached", then "resumed", in the job's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detach_and_resume_are_one_line_each() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start_with(|c| c.resume_grace = Some(Duration::from_secs(60))).await;
+    let (mut running, id) = create_waiting(&gw, &sshd, &sshd::test_password(), &[]).await;
+    let mut term = gw.ws().await;
+    term.start(&id, 80, 24).await;
+    let ready = term.ready().await;
+    let token = ready["resume_token"]
+        .as_str()
+        .expect("a resume token")
+        .to_owned();
+    assert_eq!(running.line().await, "opened from 127.0.0.1");
+    assert_eq!(running.line().await, "ready");
+    let offset = term.output.len();
+    term.vanish();
+    assert_eq!(running.line().await, "detached");
+
+    let mut term = gw.ws().await;
+    let resume = serde_json::json!({"token": token, "offset": offset, "cols": 80, "rows": 24});
+    term.send_event("resume-session", resume).await;
+    term.expect("session-resumed").await;
+    assert_eq!(running.line().await, "resumed");
+    term.input("exit 5\r").await;
+    term.expect("ssh-closed").await;
+    let (lines, code, _) = outcome(running).await;
+    assert_eq!(lines.last().unwrap(), "ended: exited 5");
+    assert_eq!(code, Some(5));
+    gw.assert_idle().await;
+}
