@@ -186,7 +186,9 @@ impl Api {
         repeat: Repeat,
     ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.gateway);
-        let started = Instant::now();
+        // The bound counts from the first failure: a long poll held for minutes and then cut
+        // has used none of it.
+        let mut failing_since: Option<Instant> = None;
         let mut pause = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
@@ -210,15 +212,16 @@ impl Api {
             };
             let error = failure.error();
             let retry = failure.retryable(repeat);
+            let failing = failing_since.get_or_insert_with(Instant::now).elapsed();
             // The pause must end inside the bound, or the caller waits for nothing.
-            if !retry || attempt >= MAX_ATTEMPTS || started.elapsed() + pause > self.retry_for {
+            if !retry || attempt >= MAX_ATTEMPTS || failing + pause > self.retry_for {
                 return Err(if retry {
                     ClientError::new(
                         ClientErrorKind::Unreachable,
                         format!(
                             "{} (gave up after {attempt} attempts in {}s)",
                             error.message,
-                            started.elapsed().as_secs()
+                            failing.as_secs()
                         ),
                     )
                 } else {

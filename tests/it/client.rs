@@ -655,7 +655,9 @@ async fn status_wait_extend_and_list() {
 }
 
 /// The long poll's connection is cut under a waiting job (a proxy restarting, a NAT
-/// dropping it): the client asks again and still exits with the shell's status.
+/// dropping it) after it was held longer than `--retry-for`: the client asks again, since the
+/// bound counts from the failure, not from the start of a poll, and still exits with the
+/// shell's status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_long_poll_is_asked_again() {
     let sshd = Sshd::start();
@@ -663,14 +665,16 @@ async fn a_cut_long_poll_is_asked_again() {
     let proxy = crate::support::proxy::Proxy::start(gw.addr).await;
     let id = gw.create_id(&crate::support::password_body(&sshd)).await;
     let via = format!("http://{}", proxy.addr);
-    let args = ["wait", "--gateway", &via, &id];
+    let args = ["wait", "--gateway", &via, &id, "--retry-for", "1s"];
     let mut waiting = Running::start(session(&args, &[("ALFRESCO_TOKEN", TEST_TOKEN)]));
     assert_eq!(
         waiting.line().await,
         "pending: waiting for the link to be opened"
     );
-    // The second request is the long poll; cut it once the gateway holds it.
+    // The second request is the long poll: once the gateway holds it, let it be held past
+    // the retry bound (time passing is the point here, not a synchronisation), then cut it.
     wait_until(|| gw.handle.waiters() == 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.cut();
     let mut term = gw.ws().await;
     term.start(&id, 80, 24).await;
