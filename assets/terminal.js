@@ -85,6 +85,9 @@
   const viewing = path.indexOf('view/') === 0;
   const sessionId = viewing ? path.slice('view/'.length) : path;
   const TOKEN_KEY = 'alfresco-ssh.resume.' + sessionId;
+  // Beside the token: what connection-ready said about handback and the time limit, which
+  // session-resumed does not repeat, for the page a reload brings.
+  const SESSION_KEY = 'alfresco-ssh.session.' + sessionId;
   // Output bytes received since the session began: the offset a resume starts from.
   let received = 0;
   let resumeToken = loadToken();
@@ -193,6 +196,7 @@
         window.sessionStorage.setItem(TOKEN_KEY, token);
       } else {
         window.sessionStorage.removeItem(TOKEN_KEY);
+        window.sessionStorage.removeItem(SESSION_KEY);
       }
     } catch (e) {
       // kept in memory only
@@ -481,12 +485,16 @@
   // --- the session's time limit ---
 
   // performance.now() is monotonic: a wall-clock change does not move the deadline.
-  const timer = { endsAt: null, tick: null };
+  // endsAtWall is the same deadline on the clock a reloaded page shares, to be kept.
+  const timer = { endsAt: null, endsAtWall: null, tick: null };
 
   // ends_in: seconds from now to the session's time limit, or null for none.
   function setSessionEnd(endsIn) {
-    timer.endsAt = typeof endsIn === 'number' && endsIn >= 0 ? performance.now() + endsIn * 1000 : null;
+    const known = typeof endsIn === 'number' && endsIn >= 0;
+    timer.endsAt = known ? performance.now() + endsIn * 1000 : null;
+    timer.endsAtWall = known ? Date.now() + endsIn * 1000 : null;
     updateTimer();
+    saveSessionInfo();
   }
 
   // Shows the time left as mm:ss once it is under TIMER_SHOWN_BELOW_S, and sets the next
@@ -525,6 +533,37 @@
     handback.armed = null;
     handback.sent = false;
     clearTimeout(handback.timer);
+    saveSessionInfo();
+  }
+
+  // Kept while the page holds a resume token (see SESSION_KEY); sessionStorage throws in
+  // some private modes, and then a reload forgets the buttons and the countdown.
+  function saveSessionInfo() {
+    if (viewing || !resumeToken) {
+      return;
+    }
+    try {
+      const info = { handback: handback.enabled, ends_at: timer.endsAtWall };
+      window.sessionStorage.setItem(SESSION_KEY, JSON.stringify(info));
+    } catch (e) {
+      // kept in memory only
+    }
+  }
+
+  // A reloaded page about to resume: the buttons and the deadline of the page before it.
+  function loadSessionInfo() {
+    let info = null;
+    try {
+      info = JSON.parse(window.sessionStorage.getItem(SESSION_KEY));
+    } catch (e) {
+      return;
+    }
+    if (info && typeof info === 'object') {
+      resetHandback(info.handback === true);
+      if (typeof info.ends_at === 'number') {
+        setSessionEnd(Math.max(0, (info.ends_at - Date.now()) / 1000));
+      }
+    }
   }
 
   function updateHandback() {
@@ -779,5 +818,8 @@
     enumerable: true,
   });
 
+  if (resumeToken && !viewing) {
+    loadSessionInfo();
+  }
   connect();
 })();

@@ -283,6 +283,42 @@ async fn the_last_minutes_count_down_and_an_extend_hides_them() {
     gw.assert_idle().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_buttons_and_the_countdown() {
+    let sshd = Sshd::start();
+    let gw =
+        Gateway::start_with(|c| c.resume_grace = Some(std::time::Duration::from_secs(60))).await;
+    let browser = Browser::start().await;
+    let extra = json!({"handback": true, "max_duration": "200s"});
+    let id = open(&sshd, &gw, &browser, extra).await;
+    let before = countdown_seconds(&timer_text(&browser).await);
+
+    // The new page resumes; session-resumed does not repeat what connection-ready said.
+    browser.open(&format!("http://{}/{id}", gw.addr)).await;
+    browser.wait_for_state("connected").await;
+    assert!(
+        shown(&browser, "handback-continue").await,
+        "no buttons after a reload"
+    );
+    assert!(
+        shown(&browser, "timer").await,
+        "no countdown after a reload"
+    );
+    let after = countdown_seconds(&timer_text(&browser).await);
+    assert!(
+        after <= before && before - after < 30,
+        "{before} s left before the reload, {after} s after"
+    );
+
+    browser.click("#handback-continue").await;
+    browser.click("#handback-yes").await;
+    browser.wait_for_state("ended").await;
+    let status = ended_status(&gw, &id).await;
+    assert_eq!(status["handback"], "continue", "{status}");
+    browser.close().await;
+    gw.assert_idle().await;
+}
+
 /// The boxes of the bar's parts and the terminal, in CSS pixels, and the page's widths.
 const LAYOUT_SCRIPT: &str = "
     const box = (id) => {
