@@ -161,6 +161,33 @@ async fn fail_works_from_the_keyboard_and_cancel_gives_the_terminal_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_confirm_goes_back_to_the_buttons_and_the_terminal() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let browser = Browser::start().await;
+    let id = open(&sshd, &gw, &browser, json!({"handback": true})).await;
+
+    browser.click("#handback-continue").await;
+    assert_eq!(focused(&browser).await, "handback-cancel");
+    // terminal.js gives a confirm 10 s; WAIT (20 s) bounds this.
+    browser
+        .wait_until("the confirm to fall back to the two buttons", async || {
+            shown(&browser, "handback-continue").await.then_some(())
+        })
+        .await;
+    assert!(!shown(&browser, "handback-yes").await);
+    assert_eq!(focused(&browser).await, TERMINAL_INPUT);
+    let status = api(&gw, "GET", &format!("/sessions/{id}"), None)
+        .await
+        .json();
+    assert_eq!(status["state"], "live", "{status}");
+    browser.enter("exit").await;
+    browser.wait_for_state("ended").await;
+    browser.close().await;
+    gw.assert_idle().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_without_handback_shows_no_buttons_and_no_countdown() {
     let sshd = Sshd::start();
     let gw = Gateway::start().await;
