@@ -25,6 +25,7 @@ pub struct Metrics {
     pending: Gauge,
     live: Gauge,
     bridge_threads: Gauge,
+    waiters: Gauge,
 }
 
 /// The gauges' current values, read by the caller from their owners.
@@ -32,6 +33,8 @@ pub struct Gauges {
     pub pending: usize,
     pub live: usize,
     pub bridge_threads: usize,
+    /// Requests waiting on a session's state.
+    pub waiters: usize,
 }
 
 impl Default for Metrics {
@@ -48,6 +51,7 @@ impl Default for Metrics {
             pending: Gauge::default(),
             live: Gauge::default(),
             bridge_threads: Gauge::default(),
+            waiters: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -94,6 +98,11 @@ impl Default for Metrics {
             "bridge_threads",
             "SSH bridge threads running",
             m.bridge_threads.clone(),
+        );
+        registry.register(
+            "session_waiters",
+            "requests waiting on a session's state (GET /sessions/<id>?wait=)",
+            m.waiters.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -145,6 +154,7 @@ impl Metrics {
         set(&self.pending, gauges.pending);
         set(&self.live, gauges.live);
         set(&self.bridge_threads, gauges.bridge_threads);
+        set(&self.waiters, gauges.waiters);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -168,6 +178,7 @@ mod tests {
             pending: 4,
             live: 2,
             bridge_threads: 2,
+            waiters: 3,
         });
         for line in [
             "alfresco_create_session_requests_total{outcome=\"created\"} 2",
@@ -177,6 +188,7 @@ mod tests {
             "alfresco_sessions_pending 4",
             "alfresco_sessions_live 2",
             "alfresco_bridge_threads 2",
+            "alfresco_session_waiters 3",
             "alfresco_ssh_connect_seconds_count 1",
         ] {
             assert!(

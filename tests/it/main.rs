@@ -12,6 +12,7 @@ mod contrib;
 mod destination;
 mod docs;
 mod fuzz;
+mod handback_page;
 mod host_keys;
 
 mod lifecycle;
