@@ -43,6 +43,7 @@ pub struct ApiSettings {
     pub retry_for: Duration,
 }
 
+#[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
     gateway: String,
@@ -93,6 +94,18 @@ impl Api {
             auth,
             retry_for: settings.retry_for,
         })
+    }
+
+    pub fn retry_for(&self) -> Duration {
+        self.retry_for
+    }
+
+    /// The same client with another retry bound.
+    pub fn with_retry_for(&self, retry_for: Duration) -> Api {
+        Api {
+            retry_for,
+            ..self.clone()
+        }
     }
 
     /// `POST /create-session` with a body that holds credentials. The body's only copy

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use super::api::{Api, SessionRef};
-use super::error::ClientError;
+use super::error::{ClientError, ClientErrorKind};
 use super::status::{State, Status};
 
 /// The longest single poll; the gateway's default `--max-wait` is 10m, this stays well under
@@ -17,6 +17,11 @@ use super::status::{State, Status};
 const POLL: Duration = Duration::from_secs(30);
 /// A draining gateway answers at once; pause before asking again so the loop does not spin.
 const DRAIN_PAUSE: Duration = Duration::from_secs(1);
+/// After a draining answer, how long the gateway may stay unreachable before its shutdown
+/// is taken as the session's end: a restarted gateway would not know the session anyway
+/// (sessions live in its memory), so waiting out all of `--retry-for` would only delay the
+/// job's verdict.
+const AFTER_DRAIN_RETRY: Duration = Duration::from_secs(5);
 /// Polls in one `follow`, a bound in count besides the session's own limits: 30 s polls
 /// for well over a month.
 const MAX_POLLS: u32 = 100_000;
@@ -42,19 +47,38 @@ pub async fn follow(
     out: &mut dyn Write,
 ) -> Result<Followed, ClientError> {
     let deadline = timeout.map(|t| Instant::now() + t);
+    // Set once the gateway said it is draining: from then on it may go away for good.
+    let mut drained: Option<Api> = None;
     for _ in 0..MAX_POLLS {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if let (Some(last), Some(Duration::ZERO)) = (&last, left) {
             return Ok(Followed::TimedOut(last.clone()));
         }
-        let answer = match &last {
+        let asking = drained.as_ref().unwrap_or(api);
+        let asked = match &last {
             // The first look: the current state, at once.
-            None => api.status(id, None).await?,
+            None => asking.status(id, None).await,
             Some(known) => {
                 let poll = left.map_or(POLL, |l| l.min(POLL));
                 let states = State::all_but(known.state);
-                api.status(id, Some((&states, poll))).await?
+                asking.status(id, Some((&states, poll))).await
             }
+        };
+        let answer = match (asked, &last) {
+            (Ok(answer), _) => answer,
+            // The gateway that was draining is gone, or back without the session: it ended
+            // with the shutdown.
+            (Err(e), Some(known)) if drained.is_some() && e.kind != ClientErrorKind::Usage => {
+                let ended = shut_down(known, &e);
+                let note = format!("ended: {}", ended.outcome());
+                if json {
+                    eprintln!("alfresco-ssh session: {note}");
+                } else {
+                    write_line(out, &note);
+                }
+                return Ok(Followed::Reached(ended));
+            }
+            (Err(e), _) => return Err(e),
         };
         let status: Status = serde_json::from_value(answer.clone())
             .map_err(|e| ClientError::bad_answer(format!("not a status object: {e}")))?;
@@ -67,6 +91,9 @@ pub async fn follow(
                     write_line(out, &line);
                 }
             }
+        }
+        if status.draining && drained.is_none() {
+            drained = Some(api.with_retry_for(AFTER_DRAIN_RETRY.min(api.retry_for())));
         }
         let done = until.contains(&status.state) || status.state.is_final();
         // A draining gateway, or a state this client cannot name (a newer gateway: every
@@ -83,6 +110,17 @@ pub async fn follow(
     Err(ClientError::bad_answer(format!(
         "no final state after {MAX_POLLS} polls"
     )))
+}
+
+/// What a session that was live on a gateway that shut down has become: ended by the
+/// gateway (exit 203).
+fn shut_down(known: &Status, then: &ClientError) -> Status {
+    let mut ended = known.clone();
+    ended.state = State::Ended;
+    ended.end_reason = Some("server_shutdown".into());
+    ended.end_message = Some(format!("the gateway drained, then: {then}"));
+    ended.draining = false;
+    ended
 }
 
 /// Writes one line and flushes, so a CI log shows it at once. A closed stdout (the job's

@@ -913,3 +913,26 @@ async fn detach_and_resume_are_one_line_each() {
     assert_eq!(code, Some(5));
     gw.assert_idle().await;
 }
+
+/// The gateway shuts down under a live session: the job learns "ended by the gateway" (203),
+/// not "unreachable", because the drain answers its wait with the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_shutdown_exits_203() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let (mut running, id) = create_waiting(&gw, &sshd, &sshd::test_password(), &[]).await;
+    let mut term = gw.ws().await;
+    term.start(&id, 80, 24).await;
+    term.ready().await;
+    assert_eq!(running.line().await, "opened from 127.0.0.1");
+    assert_eq!(running.line().await, "ready");
+    gw.stop().await;
+    let (lines, code, stderr) = outcome(running).await;
+    eprintln!("the job's log: {lines:?}");
+    let last = lines.last().map(String::as_str).unwrap_or("");
+    assert!(
+        last.starts_with("ended: server_shutdown"),
+        "{lines:?} {stderr}"
+    );
+    assert_eq!(code, Some(203), "{stderr}");
+}
