@@ -209,8 +209,8 @@ async fn create_prints_the_url_and_the_github_notice() {
     gw.assert_idle().await;
 }
 
-/// `--json` prints the API's answer alone on stdout; the GitLab line goes to stderr then.
-/// A key file works as the credential.
+/// `--json` prints the API's answer alone on stdout; the GitHub and GitLab lines go to stderr
+/// then. A key file works as the credential, a token file as the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_json_with_a_key_file() {
     let sshd = Sshd::start();
@@ -218,6 +218,9 @@ async fn create_json_with_a_key_file() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("id_ed25519");
     std::fs::write(&key, &sshd.keys().ed25519).unwrap();
+    // The token from a file (with the newline `echo` leaves), none in the environment.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TEST_TOKEN}\n")).unwrap();
     let (gateway, port) = (http(&gw), port(&sshd));
     let key = key.to_str().unwrap();
     let args = [
@@ -233,8 +236,10 @@ async fn create_json_with_a_key_file() {
         "--key-file",
         key,
         "--json",
+        "--token-file",
+        token_file.to_str().unwrap(),
     ];
-    let env = [("ALFRESCO_TOKEN", TEST_TOKEN), ("GITLAB_CI", "true")];
+    let env = [("GITHUB_ACTIONS", "true"), ("GITLAB_CI", "true")];
     let ended = run(session(&args, &env)).await;
     assert_eq!(ended.code, Some(0), "{ended:?}");
     let [json] = &ended.stdout[..] else {
@@ -246,6 +251,12 @@ async fn create_json_with_a_key_file() {
         ended
             .stderr
             .contains(&format!(">>> alfresco-ssh: open {gateway}/{id}"))
+    );
+    let notice = format!("::notice title=alfresco-ssh::{gateway}/{id}");
+    assert!(
+        ended.stderr.lines().any(|l| l == notice),
+        "{}",
+        ended.stderr
     );
 
     let mut term = gw.ws().await;
