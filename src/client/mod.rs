@@ -1,13 +1,14 @@
 //! `alfresco-ssh session …`: the client a CI job runs to create a session, follow it to its
 //! end and exit with its outcome, or ask about, end and extend sessions.
 //!
-//! `args` (flags), `api` (HTTP, retries), `status` (the status object, pure), `watch` (the
-//! long-poll loop and the state-change lines), `exit` (the exit codes), `error`. This file
-//! only reads the secrets the flags point at and dispatches. Like `main`, it may read the
-//! environment; the token and credentials are never taken from argv.
+//! `args` (flags), `body` (the create-session body and the secrets it carries), `api` (HTTP,
+//! retries), `status` (the status object, pure), `watch` (the long-poll loop and the
+//! state-change lines), `exit` (the exit codes), `error`. This file dispatches. Like `main`,
+//! the client may read the environment (through `Env`); never a secret from argv.
 
 pub mod api;
 pub mod args;
+pub mod body;
 pub mod error;
 pub mod exit;
 pub mod status;
@@ -15,20 +16,17 @@ pub mod watch;
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
-use zeroize::Zeroizing;
 
 use api::{Api, ApiSettings, SessionRef};
 use args::{Command, CreateArgs, GatewayArgs, SessionArgs};
+use body::{create_body, read_secret_file, read_secret_var};
 use error::ClientError;
 use exit::Exit;
 use status::{State, Status};
 use watch::{Followed, follow, write_line};
-
-use crate::secret::Secret;
 
 /// How long a cancelled `create --wait` tries to revoke its session: GitHub Actions sends
 /// SIGINT, then SIGTERM 7.5 s later, then kills.
@@ -253,81 +251,6 @@ async fn interrupted() -> u8 {
     }
 }
 
-/// The create-session body, serialized once into a buffer sized beforehand, so the
-/// credentials in it are never left behind in a grown and freed allocation. The buffer is
-/// wiped after the request (see `Api::create`); the files and variables read are wiped here.
-fn create_body(args: &CreateArgs, env: Env<'_>) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-    let c = &args.credentials;
-    let key = c
-        .key_file
-        .as_deref()
-        .map(|p| read_secret_file(p, "--key-file", false))
-        .transpose()?;
-    let password = match (&c.password_env, &c.password_file) {
-        (Some(var), _) => Some(read_secret_var(env, var, "--password-env")?),
-        (None, Some(path)) => Some(read_secret_file(path, "--password-file", true)?),
-        (None, None) => None,
-    };
-    let passphrase = match (&c.passphrase_env, &c.passphrase_file) {
-        (Some(var), _) => Some(read_secret_var(env, var, "--passphrase-env")?),
-        (None, Some(path)) => Some(read_secret_file(path, "--passphrase-file", true)?),
-        (None, None) => None,
-    };
-    let body = CreateBody {
-        hostname: &args.host,
-        port: args.port,
-        username: &args.user,
-        password: password.as_ref().map(|s| s.expose().as_str()),
-        private_key: key.as_ref().map(|s| s.expose().as_str()),
-        passphrase: passphrase.as_ref().map(|s| s.expose().as_str()),
-        host_key: args.host_key.as_deref(),
-        ttl: args.ttl.map(|d| d.as_secs()),
-        max_duration: args.max_duration.map(|d| d.as_secs()),
-        idle_timeout: args.idle_timeout.map(|d| d.as_secs()),
-        resume_grace: args.resume_grace.map(|d| d.as_secs()),
-        handback: args.handback.then_some(true),
-    };
-    // JSON escapes at most sextuple a byte (`\u0000`); the rest is field names and numbers.
-    let text_len = [&key, &password, &passphrase]
-        .iter()
-        .filter_map(|s| s.as_ref().map(|s| s.expose().len()))
-        .sum::<usize>()
-        + args.host.len()
-        + args.user.len()
-        + args.host_key.as_ref().map_or(0, String::len);
-    let capacity = text_len * 6 + 1024;
-    let mut buffer = Zeroizing::new(Vec::with_capacity(capacity));
-    serde_json::to_writer(&mut *buffer, &body)
-        .map_err(|e| ClientError::usage(format!("cannot encode the request: {e}")))?;
-    debug_assert_eq!(buffer.capacity(), capacity, "the body never grew");
-    Ok(buffer)
-}
-
-#[derive(Serialize)]
-struct CreateBody<'a> {
-    hostname: &'a str,
-    port: u16,
-    username: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    password: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    private_key: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    passphrase: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    host_key: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ttl: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_duration: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    idle_timeout: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resume_grace: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    handback: Option<bool>,
-}
-
 /// The API client for `gateway`, with the token from `--token-file` or `ALFRESCO_TOKEN`.
 fn connect(gateway: &GatewayArgs, env: Env<'_>) -> Result<Api, ClientError> {
     let token = match &gateway.token_file {
@@ -375,47 +298,6 @@ fn cleartext(gateway: &str) -> bool {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     url.scheme() == "http" && !loopback
-}
-
-/// A secret file's text; with `one_line`, without its trailing newline (as `echo` writes).
-fn read_secret_file(
-    path: &Path,
-    flag: &str,
-    one_line: bool,
-) -> Result<Secret<String>, ClientError> {
-    let bytes = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| ClientError::usage(format!("{flag} {}: {e}", path.display())))?,
-    );
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| ClientError::usage(format!("{flag} {}: not UTF-8 text", path.display())))?;
-    let text = if one_line {
-        text.strip_suffix('\n')
-            .map_or(text, |t| t.strip_suffix('\r').unwrap_or(t))
-    } else {
-        text
-    };
-    if text.is_empty() {
-        return Err(ClientError::usage(format!(
-            "{flag} {}: empty",
-            path.display()
-        )));
-    }
-    Ok(Secret::new(text.to_owned()))
-}
-
-/// A secret environment variable, named by a flag; unset or empty is a usage error.
-fn read_secret_var(env: Env<'_>, var: &str, flag: &str) -> Result<Secret<String>, ClientError> {
-    let value = env(var).ok_or_else(|| ClientError::usage(format!("{flag}: {var} is not set")))?;
-    let value = Secret::new(
-        value
-            .into_string()
-            .map_err(|_| ClientError::usage(format!("{flag}: {var} is not UTF-8")))?,
-    );
-    if value.expose().is_empty() {
-        return Err(ClientError::usage(format!("{flag}: {var} is empty")));
-    }
-    Ok(value)
 }
 
 fn is_true(value: Option<OsString>) -> bool {
