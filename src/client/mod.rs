@@ -323,3 +323,34 @@ fn describe(status: &Status) -> String {
         format!("{state} {target}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleartext_is_plain_http_beyond_loopback() {
+        for (url, warned) in [
+            ("http://127.0.0.1:8022", false),
+            ("http://[::1]:8022", false),
+            ("http://localhost", false),
+            ("https://ssh.example.com", false),
+            ("http://ssh.example.com", true),
+            ("http://10.0.0.5:8022", true),
+        ] {
+            assert_eq!(cleartext(url), warned, "{url}");
+        }
+    }
+
+    #[test]
+    fn one_line_per_session() {
+        let mut s = Status::test("live");
+        s.target = Some("u@h:22".into());
+        s.ends_at = Some("2026-12-03T16:00:00Z".into());
+        assert_eq!(describe(&s), "live u@h:22, ends at 2026-12-03T16:00:00Z");
+        s.state = State::Ended;
+        s.end_reason = Some("exited".into());
+        s.exit_status = Some(0);
+        assert_eq!(describe(&s), "ended u@h:22: exited 0");
+    }
+}
