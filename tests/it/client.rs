@@ -947,3 +947,40 @@ async fn a_gateway_shutdown_exits_203() {
     );
     assert_eq!(code, Some(203), "{stderr}");
 }
+
+/// `create --wait --json`: the create answer, then the API's status object at each change,
+/// one per line, the last one final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_wait_json_prints_each_status() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let (gateway, port, password) = (http(&gw), port(&sshd), sshd::test_password());
+    let mut args = create_args(&gateway, &port);
+    args.extend(["--wait", "--json"]);
+    let env = [
+        ("ALFRESCO_TOKEN", TEST_TOKEN),
+        ("SSH_PASSWORD", password.as_str()),
+    ];
+    let mut running = Running::start(session(&args, &env));
+    let created: serde_json::Value = serde_json::from_str(&running.line().await).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["status_url"], format!("{gateway}/sessions/{id}"));
+    let mut term = gw.ws().await;
+    term.start(&id, 80, 24).await;
+    term.ready().await;
+    term.input("exit 4\r").await;
+    term.expect("ssh-closed").await;
+    let ended = running.ended().await;
+    assert_eq!(ended.code, Some(4), "{ended:?}");
+    let states: Vec<serde_json::Value> = ended.stdout[1..]
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(states.first().unwrap()["state"], "pending");
+    let last = states.last().unwrap();
+    assert_eq!(
+        (&last["state"], &last["exit_status"]),
+        (&"ended".into(), &4.into())
+    );
+    assert!(states.iter().all(|s| s["id"] == id.as_str()));
+}
