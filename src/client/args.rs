@@ -297,6 +297,5 @@ mod tests {
         );
         assert!(parse(&format!("status {GW} abc --json")).is_ok());
         assert!(parse(&format!("list {GW} --state live,detached")).is_ok());
-        assert!(parse("status abc").is_err() || std::env::var_os("ALFRESCO_GATEWAY").is_some());
     }
 }

@@ -984,3 +984,41 @@ async fn create_wait_json_prints_each_status() {
     );
     assert!(states.iter().all(|s| s["id"] == id.as_str()));
 }
+
+/// A redirect is not followed (it would carry the token to another host): 206, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut head = [0u8; 4096];
+            let _ = tokio::time::timeout(WAIT, stream.read(&mut head)).await;
+            let answer = "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:9/elsewhere\r\n\
+                          Content-Length: 0\r\nConnection: close\r\n\r\n";
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    let gateway = format!("http://{addr}");
+    let ended = run(session(
+        &["status", "--gateway", &gateway, "abc-123"],
+        &[("ALFRESCO_TOKEN", TEST_TOKEN)],
+    ))
+    .await;
+    task.abort();
+    assert_eq!(ended.code, Some(206), "{ended:?}");
+    assert!(
+        ended.stderr.contains("redirects are not followed"),
+        "{ended:?}"
+    );
+    assert!(ended.stderr.contains("127.0.0.2:9/elsewhere"), "{ended:?}");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "asked once, not again elsewhere"
+    );
+}
