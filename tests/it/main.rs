@@ -25,3 +25,4 @@ mod security;
 mod sessions;
 mod share;
 mod tls;
+mod webhooks;
