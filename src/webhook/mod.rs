@@ -3,10 +3,11 @@
 //! bounded queue, nothing more: it neither blocks nor awaits, so the ledger may call it from
 //! any task. One task per endpoint (`delivery`) sends, retries and gives up; a full queue drops
 //! the event, counted in `alfresco_webhook_deliveries_total{outcome="dropped"}`.
-//! Bodies are `format`, signatures `sign`. docs/WEBHOOKS.md is the receiver's side.
+//! Bodies are `format`, signatures `sign`, host names `resolve`. docs/WEBHOOKS.md is the receiver's side.
 
 mod delivery;
 mod format;
+mod resolve;
 mod sign;
 
 use std::sync::Arc;
@@ -109,6 +110,7 @@ impl Webhooks {
             .connect_timeout(policy.timeout)
             // HTTP(S)_PROXY would be the environment read below `main`; posts go direct.
             .no_proxy()
+            .dns_resolver(Arc::new(resolve::SystemResolver::new()))
             .user_agent(concat!("alfresco-ssh/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| StartError(e.without_url().to_string()))?;

@@ -417,6 +417,17 @@ fn failing_receivers_are_retried_a_bounded_number_of_times() {
     }
 }
 
+/// A host name is resolved (hickory, through /etc/hosts: no query leaves the machine).
+#[tokio::test]
+async fn a_named_endpoint_is_resolved() {
+    let receiver = Receiver::start(Answer::Ok).await;
+    let url = format!("http://localhost:{}/hook", receiver.addr.port());
+    let (webhooks, metrics, _dir) = start(&[url], false, "json", quick());
+    webhooks.notify("ready", &status("live"), None);
+    receiver.wait_for(1).await;
+    counted(&metrics, Outcome::Delivered, 1).await;
+}
+
 #[tokio::test]
 async fn redirects_are_not_followed() {
     let elsewhere = Receiver::start(Answer::Ok).await;
