@@ -6,6 +6,8 @@
 //!
 //! - `http`: the hyper service. Routes, create-session parsing, the embedded page.
 //! - `store`: pending sessions (target and credentials) under one-time ids, with expiry.
+//! - `ledger`: every session's public status (state, times, outcome) from create to end
+//!   and a while after, for `/sessions` and its waiters; fed by the session tasks.
 //! - `ws`: the WebSocket side. Claims a pending session and runs it, speaking the
 //!   Socket.IO-lite `protocol`.
 //! - `ssh`: the bridge. One dedicated thread per live session owns the libssh2 session, and
@@ -25,6 +27,7 @@
 pub mod config;
 pub mod destination;
 pub mod http;
+pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod record;

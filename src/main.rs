@@ -125,11 +125,30 @@ fn run(argv: Vec<std::ffi::OsString>, hardening: Vec<String>) -> Result<(), Stri
                 "no --public-url or --allowed-host: browsers may open terminals only from                  {addr} itself; a page reached by a host name or through a proxy gets 403                  (the Host header is not trusted, against DNS rebinding)"
             );
         }
+        reload_on_hangup(server.handle());
         server
             .run(listener, shutdown_signal())
             .await
             .map_err(|e| e.to_string())
     })
+}
+
+/// SIGHUP reads the API token file again: tokens are added and retired without a restart.
+/// A file that no longer parses is logged and the tokens in force stay.
+fn reload_on_hangup(handle: alfresco_ssh::Handle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler; token changes need a restart");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match handle.reload_tokens() {
+                Ok(n) => tracing::info!(tokens = n, "API tokens reloaded"),
+                Err(e) => tracing::warn!(error = %e, "API tokens not reloaded; the old ones stay"),
+            }
+        }
+    });
 }
 
 /// Where accept-new records host keys when --state-dir is not given: systemd's

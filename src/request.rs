@@ -26,6 +26,33 @@ pub struct SessionRequest {
     pub host_key: Option<HostKeyPin>,
     /// The name of the API token that created the session (for per-token limits and logs).
     pub creator: String,
+    /// The session's own timers and options, within the operator's bounds.
+    pub options: SessionOptions,
+}
+
+/// What one session runs with, asked for at create-session or taken from the flags.
+/// Public data, not secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// How long the link waits to be opened.
+    pub ttl: std::time::Duration,
+    /// The cap once live (`None`: none).
+    pub max_duration: Option<std::time::Duration>,
+    pub idle_timeout: Option<std::time::Duration>,
+    /// `None`: the session ends as soon as its client leaves.
+    pub resume_grace: Option<std::time::Duration>,
+    /// The page offers to hand a verdict back to the job.
+    pub handback: bool,
+}
+
+/// The timers a create-session body asked for; `None`: the gateway's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AskedTimers {
+    pub ttl: Option<std::time::Duration>,
+    pub max_duration: Option<std::time::Duration>,
+    pub idle_timeout: Option<std::time::Duration>,
+    pub resume_grace: Option<std::time::Duration>,
+    pub handback: bool,
 }
 
 /// The `host_key` of a create-session request. Public data, not a secret.

@@ -30,6 +30,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::http;
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::ssh::{Dialer, HostKeys};
 use crate::store::Store;
@@ -72,6 +73,22 @@ impl Handle {
     pub fn bridge_threads(&self) -> usize {
         self.http.ws.threads.load(Ordering::Acquire)
     }
+
+    /// Requests waiting on a session's state (`GET /sessions/<id>?wait=`).
+    pub fn waiters(&self) -> usize {
+        self.http.waiters.count()
+    }
+
+    /// Sessions the ledger knows: pending, running, and ended ones still in the history.
+    pub fn known_sessions(&self) -> usize {
+        self.http.ledger.len()
+    }
+
+    /// Reads the API token file again (SIGHUP); the tokens in force stay on an error.
+    /// Returns how many tokens are in force.
+    pub fn reload_tokens(&self) -> Result<usize, crate::config::ConfigError> {
+        self.http.api_tokens.reload()
+    }
 }
 
 impl Server {
@@ -84,8 +101,14 @@ impl Server {
             config.state_dir.as_deref(),
         )?;
         let store = Arc::new(Store::new(config.session_ttl, config.max_pending));
+        let ledger = Arc::new(Ledger::new(
+            config.session_history,
+            config.session_history_entries,
+            None,
+        ));
         let ws = Arc::new(ws::Context {
             store: store.clone(),
+            ledger: ledger.clone(),
             dialer: Dialer::from_system(config.destinations.clone()),
             slots: ws::Slots::new(config.max_sessions),
             threads: Arc::new(AtomicUsize::new(0)),
@@ -108,9 +131,19 @@ impl Server {
         });
         let http = Arc::new(http::State {
             store,
+            ledger,
+            waiters: http::Waiters::default(),
+            timers: http::TimerBounds {
+                ttl: config.session_ttl,
+                max_ttl: config.max_session_ttl,
+                max_session_time: config.max_session_time,
+                idle_timeout: config.idle_timeout,
+                resume_grace: config.resume_grace,
+            },
+            max_wait: config.max_wait,
             public_url: config.public_url.clone(),
             listen: config.listen,
-            api_tokens: config.api_tokens.clone(),
+            api_tokens: http::Tokens::new(config.api_tokens.clone(), config.token_source.clone()),
             rate_limiter: http::RateLimiter::new(config.create_rate_per_minute),
             auth_failures: http::AuthFailures::default(),
             origins: http::OriginPolicy::new(
@@ -152,7 +185,11 @@ impl Server {
         // hyper's own graceful helper does not cover upgradeable connections; this does.
         let connections = TaskTracker::new();
         let stop_connections = CancellationToken::new();
-        let sweeper = tokio::spawn(sweep(state.store.clone(), state.ws.shutdown.clone()));
+        let sweeper = tokio::spawn(sweep(
+            state.store.clone(),
+            state.ledger.clone(),
+            state.ws.shutdown.clone(),
+        ));
         tokio::pin!(shutdown);
         let ws = state.ws.clone();
         // Far enough away to mean "not draining yet".
@@ -286,8 +323,9 @@ where
     }
 }
 
-/// Drops expired pending sessions (wiping their credentials) until shutdown, then all.
-async fn sweep(store: Arc<Store>, shutdown: CancellationToken) {
+/// Drops expired pending sessions (wiping their credentials) and records their expiry, and
+/// drops old history, until shutdown.
+async fn sweep(store: Arc<Store>, ledger: Arc<Ledger>, shutdown: CancellationToken) {
     let every = SWEEP_EVERY
         .min(store.ttl() / 2)
         .max(Duration::from_millis(100));
@@ -295,10 +333,14 @@ async fn sweep(store: Arc<Store>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let n = store.sweep();
-                if n > 0 {
-                    tracing::info!(expired = n, "unused sessions expired");
+                let expired = store.sweep();
+                for id in &expired {
+                    ledger.expire(id);
                 }
+                if !expired.is_empty() {
+                    tracing::info!(expired = expired.len(), "unused sessions expired");
+                }
+                ledger.prune();
             }
             () = shutdown.cancelled() => break,
         }

@@ -77,7 +77,26 @@ impl std::fmt::Debug for SessionId {
 struct Pending {
     request: SessionRequest,
     booking: Booking,
+    created: Instant,
     expires: Instant,
+}
+
+/// Why a pending session's deadline did not move.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ExtendRefused {
+    /// It would end more than the bound after its creation.
+    Bound,
+    /// It is no longer pending (claimed, expired or revoked).
+    Gone,
+}
+
+/// A stored request's id and deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Inserted {
+    pub id: SessionId,
+    /// On tokio's clock, which expiry and claims compare against.
+    pub expires: Instant,
+    pub expires_at: SystemTime,
 }
 
 /// Why a request was not stored.
@@ -136,6 +155,7 @@ pub struct Claimed {
 }
 
 pub struct Store {
+    /// The sweep's pace: the shortest ttl sessions get by default.
     ttl: Duration,
     capacity: usize,
     sessions: Mutex<HashMap<SessionId, Pending>>,
@@ -152,16 +172,17 @@ impl Store {
         }
     }
 
-    /// Holds `request` under a fresh random id, if the store
+    /// Holds `request` under a fresh random id for its `options.ttl`, if the store
     /// has room and its creator has fewer than `max_per_token` sessions pending or live
-    /// (0: no limit). Returns the id and the wall-clock time it expires.
+    /// (0: no limit). Returns the id and when it expires, on tokio's clock and the wall's.
     pub fn insert(
         &self,
         request: SessionRequest,
         max_per_token: usize,
-    ) -> Result<(SessionId, SystemTime), Refused> {
+    ) -> Result<Inserted, Refused> {
         let id = SessionId::new();
-        let expires = Instant::now() + self.ttl;
+        let ttl = request.options.ttl;
+        let expires = Instant::now() + ttl;
         let mut sessions = self.sessions.lock();
         if sessions.len() >= self.capacity {
             // Expired entries must not keep the door shut until the next sweep.
@@ -187,10 +208,33 @@ impl Store {
             Pending {
                 request,
                 booking,
+                created: Instant::now(),
                 expires,
             },
         );
-        Ok((id, SystemTime::now() + self.ttl))
+        Ok(Inserted {
+            id,
+            expires,
+            expires_at: SystemTime::now() + ttl,
+        })
+    }
+
+    /// Removes `id` if it is still pending and past its deadline (wiping its credentials):
+    /// `true` when this call expired it. A claim and an expiry cannot both happen, since
+    /// both take the entry out under the one lock.
+    pub fn expire(&self, id: &SessionId) -> bool {
+        let now = Instant::now();
+        let mut sessions = self.sessions.lock();
+        let due = sessions.get(id).is_some_and(|p| p.expires <= now);
+        let removed = due.then(|| sessions.remove(id)).flatten();
+        drop(sessions);
+        removed.is_some()
+    }
+
+    /// Removes `id` while it is pending (not expired), wiping its credentials: the revoke
+    /// of an unopened link.
+    pub fn remove(&self, id: &SessionId) -> bool {
+        self.take(*id).is_some()
     }
 
     /// Sessions created with the API token named `token` that are pending (unexpired) or
@@ -209,29 +253,60 @@ impl Store {
             .is_some_and(|p| p.expires > now)
     }
 
-    /// Claims `id`: removes it and hands over the request with its booking, once.
+    /// Claims `id`: removes it and hands over the request with its booking, once. An
+    /// expired entry stays for `expire` or the sweep, which record its expiry.
     pub fn take(&self, id: impl Into<SessionId>) -> Option<Claimed> {
-        let pending = self.sessions.lock().remove(&id.into())?;
-        (pending.expires > Instant::now()).then_some(Claimed {
+        let id = id.into();
+        let now = Instant::now();
+        let mut sessions = self.sessions.lock();
+        if sessions.get(&id).is_none_or(|p| p.expires <= now) {
+            return None;
+        }
+        let pending = sessions.remove(&id)?;
+        drop(sessions);
+        Some(Claimed {
             request: pending.request,
             booking: pending.booking,
         })
     }
 
-    /// Drops expired requests (which zeroizes their credentials); returns how many.
-    pub fn sweep(&self) -> usize {
+    /// Moves a pending session's deadline `by` later, at most `bound` after its creation.
+    pub fn extend(
+        &self,
+        id: &SessionId,
+        by: Duration,
+        bound: Duration,
+    ) -> Result<(Instant, SystemTime), ExtendRefused> {
         let now = Instant::now();
-        let expired: Vec<Pending> = {
+        let mut sessions = self.sessions.lock();
+        let pending = sessions
+            .get_mut(id)
+            .filter(|p| p.expires > now)
+            .ok_or(ExtendRefused::Gone)?;
+        let later = pending.expires + by;
+        if later.duration_since(pending.created) > bound {
+            return Err(ExtendRefused::Bound);
+        }
+        pending.expires = later;
+        Ok((later, SystemTime::now() + later.duration_since(now)))
+    }
+
+    /// Drops expired requests (which zeroizes their credentials); returns their ids.
+    pub fn sweep(&self) -> Vec<SessionId> {
+        let now = Instant::now();
+        let expired: Vec<(SessionId, Pending)> = {
             let mut sessions = self.sessions.lock();
             let ids: Vec<SessionId> = sessions
                 .iter()
                 .filter(|(_, p)| p.expires <= now)
                 .map(|(id, _)| *id)
                 .collect();
-            ids.iter().filter_map(|id| sessions.remove(id)).collect()
+            ids.into_iter()
+                .filter_map(|id| sessions.remove(&id).map(|p| (id, p)))
+                .collect()
         };
         // Dropped outside the lock: zeroizing is cheap, but the lock is for the map only.
-        expired.len()
+        expired.into_iter().map(|(id, _)| id).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -263,6 +338,10 @@ mod tests {
             term: "xterm".into(),
             host_key: None,
             creator: "ci".into(),
+            options: crate::request::SessionOptions {
+                ttl: Duration::from_secs(60),
+                ..Default::default()
+            },
         }
     }
 
@@ -279,7 +358,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn take_is_one_time() {
         let store = Store::new(Duration::from_secs(60), 10);
-        let (id, _) = store.insert(request(), 0).unwrap();
+        let id = store.insert(request(), 0).unwrap().id;
         assert!(store.contains(&id.full()));
         assert!(store.take(id).is_some());
         assert!(store.take(id).is_none());
@@ -290,18 +369,57 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn expires_after_ttl() {
         let store = Store::new(Duration::from_secs(60), 10);
-        let (id, _) = store.insert(request(), 0).unwrap();
-        let (other, _) = store.insert(request(), 0).unwrap();
+        let id = store.insert(request(), 0).unwrap().id;
+        let other = store.insert(request(), 0).unwrap().id;
         tokio::time::advance(Duration::from_secs(59)).await;
         assert!(store.contains(&id.full()));
-        assert_eq!(store.sweep(), 0);
+        assert!(store.sweep().is_empty());
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(!store.contains(&id.full()));
         assert!(
             store.take(other).is_none(),
             "an expired id cannot be claimed"
         );
-        assert_eq!(store.sweep(), 1);
+        let mut swept = store.sweep();
+        swept.sort_by_key(|id| id.full());
+        let mut both = vec![id, other];
+        both.sort_by_key(|id| id.full());
+        assert_eq!(swept, both, "an expired id is swept, claimed or not");
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_request_keeps_its_own_ttl_and_expires_once() {
+        let store = Store::new(Duration::from_secs(60), 10);
+        let mut short = request();
+        short.options.ttl = Duration::from_secs(5);
+        let short = store.insert(short, 0).unwrap();
+        let long = store.insert(request(), 0).unwrap();
+        assert!(!store.expire(&short.id), "not due yet");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(store.contains(&long.id.full()));
+        assert!(store.expire(&short.id));
+        assert!(!store.expire(&short.id), "once");
+        assert!(!store.expire(&long.id));
+        assert_eq!(
+            store.extend(&long.id, Duration::from_secs(30), Duration::from_secs(80)),
+            Err(ExtendRefused::Bound)
+        );
+        assert!(
+            store
+                .extend(&long.id, Duration::from_secs(30), Duration::from_secs(120))
+                .is_ok()
+        );
+        tokio::time::advance(Duration::from_secs(80)).await;
+        assert!(
+            store.contains(&long.id.full()),
+            "the extended deadline holds"
+        );
+        assert_eq!(
+            store.extend(&short.id, Duration::from_secs(30), Duration::from_secs(120)),
+            Err(ExtendRefused::Gone)
+        );
+        assert!(store.remove(&long.id));
         assert!(store.is_empty());
     }
 
@@ -311,7 +429,7 @@ mod tests {
         store.insert(request(), 0).unwrap();
         store.insert(request(), 0).unwrap();
         assert_eq!(store.insert(request(), 0).unwrap_err(), Refused::Full);
-        tokio::time::advance(Duration::from_secs(2)).await;
+        tokio::time::advance(Duration::from_secs(61)).await;
         assert!(store.insert(request(), 0).is_ok());
         assert_eq!(store.len(), 1);
     }
@@ -319,7 +437,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_token_books_pending_and_claimed_sessions() {
         let store = Store::new(Duration::from_secs(60), 10);
-        let (id, _) = store.insert(request(), 1).unwrap();
+        let id = store.insert(request(), 1).unwrap().id;
         assert_eq!(store.booked("ci"), 1);
         assert_eq!(
             store.insert(request(), 1).unwrap_err(),

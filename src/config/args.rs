@@ -40,9 +40,31 @@ pub struct Args {
     #[arg(long, env = "ALFRESCO_PUBLIC_URL")]
     pub public_url: Option<String>,
 
-    /// How long a created session waits to be opened before it expires ("60s", "5m").
-    #[arg(long, env = "ALFRESCO_SESSION_TTL", default_value = "60s", value_parser = parse_duration)]
+    /// How long a created session waits to be opened before it expires ("60s", "5m"), unless
+    /// create-session asks for its own `ttl`. Links are posted into job logs and chats and
+    /// opened minutes later; the one-time, unguessable id is what protects them.
+    #[arg(long, env = "ALFRESCO_SESSION_TTL", default_value = "10m", value_parser = parse_duration)]
     pub session_ttl: Duration,
+
+    /// The longest `ttl` a create-session may ask for; more is refused, never clamped.
+    #[arg(long, env = "ALFRESCO_MAX_SESSION_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub max_session_ttl: Duration,
+
+    /// The longest `timeout` a `GET /sessions/<id>?wait=` may ask for.
+    #[arg(long, env = "ALFRESCO_MAX_WAIT", default_value = "10m", value_parser = parse_duration)]
+    pub max_wait: Duration,
+
+    /// How long an ended session stays queryable (`GET /sessions/<id>`) after its end.
+    #[arg(long, env = "ALFRESCO_SESSION_HISTORY", default_value = "1h", value_parser = parse_duration)]
+    pub session_history: Duration,
+
+    /// Most ended sessions kept queryable at once; the oldest are dropped first.
+    #[arg(
+        long,
+        env = "ALFRESCO_SESSION_HISTORY_ENTRIES",
+        default_value = "10000"
+    )]
+    pub session_history_entries: usize,
 
     /// Most live (connected) sessions at once; more get `too_many_sessions`.
     #[arg(long, env = "ALFRESCO_MAX_SESSIONS", default_value = "1000")]
@@ -82,8 +104,9 @@ pub struct Args {
     #[arg(long, env = "ALFRESCO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 
-    /// File of API tokens for POST /create-session, one per line as `name:token` (the name
-    /// appears in logs) or a bare token. Blank lines and `#` comments are skipped.
+    /// File of API tokens, one per line as `name:token` (creates sessions, sees and ends its
+    /// own; the name appears in logs), `name:token:admin` (all sessions, recordings,
+    /// metrics) or a bare token. Blank lines and `#` comments are skipped. Re-read on SIGHUP.
     #[arg(long, env = "ALFRESCO_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
 
@@ -123,7 +146,8 @@ pub struct Args {
     #[arg(long, env = "ALFRESCO_DENY", value_delimiter = ',')]
     pub deny: Vec<String>,
 
-    /// End a session after this long without input or output (0 = never).
+    /// End a session after this long without input or output (0 = never); also the
+    /// highest `idle_timeout` a create-session may ask for.
     #[arg(long, env = "ALFRESCO_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
@@ -133,7 +157,8 @@ pub struct Args {
     pub drain_timeout: Duration,
 
     /// How long a session whose browser went away (network drop, reload, closed tab) keeps
-    /// running for the page to resume it (0 = end it at once, no resume).
+    /// running for the page to resume it (0 = end it at once, no resume); also the highest
+    /// `resume_grace` a create-session may ask for.
     #[arg(long, env = "ALFRESCO_RESUME_GRACE", default_value = "5m", value_parser = parse_duration)]
     pub resume_grace: Duration,
 
@@ -147,7 +172,8 @@ pub struct Args {
     #[arg(long, env = "ALFRESCO_MAX_VIEWERS", default_value = "10")]
     pub max_viewers: usize,
 
-    /// End a session after this long, however busy (0 = never).
+    /// End a session after this long, however busy (0 = never); also the highest
+    /// `max_duration` a create-session may ask for, and the bound of an extend.
     #[arg(long, env = "ALFRESCO_MAX_SESSION_TIME", default_value = "12h", value_parser = parse_duration)]
     pub max_session_time: Duration,
 

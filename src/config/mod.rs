@@ -24,6 +24,8 @@ use crate::tls;
 pub struct ApiToken {
     pub name: String,
     pub token: Secret<String>,
+    /// `name:token:admin`: sees and ends every session, not only its own.
+    pub admin: bool,
 }
 
 /// Shortest token accepted: guessing must be hopeless.
@@ -99,6 +101,13 @@ pub struct Config {
     /// Scheme, host and optional path prefix, without a trailing slash.
     pub public_url: Option<String>,
     pub session_ttl: Duration,
+    /// The bound of a create-session's own `ttl`.
+    pub max_session_ttl: Duration,
+    /// The bound of a status wait's `timeout`.
+    pub max_wait: Duration,
+    /// How long, and how many, ended sessions stay queryable.
+    pub session_history: Duration,
+    pub session_history_entries: usize,
     pub max_sessions: usize,
     /// 0 = no per-token limit.
     pub max_sessions_per_token: usize,
@@ -108,6 +117,8 @@ pub struct Config {
     pub remote_lang: Option<String>,
     /// Empty means every create-session is refused: `main` generates one when none is set.
     pub api_tokens: Arc<Vec<ApiToken>>,
+    /// Where `api_tokens` came from, to read them again on SIGHUP.
+    pub token_source: TokenSource,
     /// Origins allowed besides the gateway's own, as `scheme://host[:port]`.
     pub allowed_origins: Vec<String>,
     /// Origins that may frame the page; empty: none.
@@ -191,27 +202,24 @@ impl TryFrom<&Args> for Config {
         if args.session_ttl.is_zero() {
             return Err(ConfigError("--session-ttl must be more than zero".into()));
         }
+        if args.session_ttl > args.max_session_ttl {
+            return Err(ConfigError(
+                "--session-ttl must not be above --max-session-ttl".into(),
+            ));
+        }
+        if args.max_wait.is_zero() {
+            return Err(ConfigError("--max-wait must be more than zero".into()));
+        }
         if args.connect_timeout < Duration::from_millis(100) {
             return Err(ConfigError(
                 "--connect-timeout must be at least 100ms".into(),
             ));
         }
-        let mut api_tokens = match &args.api_token_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!("--api-token-file {}: {e}", path.display()))
-                })?;
-                parse_token_file(&text)?
-            }
-            None => Vec::new(),
+        let token_source = TokenSource {
+            file: args.api_token_file.clone(),
+            env: args.api_token.clone().map(|t| Arc::new(Secret::new(t))),
         };
-        if let Some(token) = &args.api_token {
-            check_token(token, "ALFRESCO_API_TOKEN")?;
-            api_tokens.push(ApiToken {
-                name: "env".into(),
-                token: Secret::new(token.clone()),
-            });
-        }
+        let api_tokens = token_source.load()?;
         let allowed_origins = args
             .allow_origin
             .iter()
@@ -244,12 +252,17 @@ impl TryFrom<&Args> for Config {
             listen: args.listen,
             public_url,
             session_ttl: args.session_ttl,
+            max_session_ttl: args.max_session_ttl,
+            max_wait: args.max_wait,
+            session_history: args.session_history,
+            session_history_entries: args.session_history_entries,
             max_sessions: args.max_sessions.get(),
             max_sessions_per_token: args.max_sessions_per_token,
             max_pending: args.max_pending.get(),
             connect_timeout: args.connect_timeout,
             remote_lang: check_lang(&args.remote_lang)?,
             api_tokens: Arc::new(api_tokens),
+            token_source,
             allowed_origins,
             frame_ancestors,
             allowed_hosts,
@@ -371,7 +384,39 @@ fn check_lang(lang: &str) -> Result<Option<String>, ConfigError> {
     Ok(Some(lang.to_owned()))
 }
 
-/// `name:token` or a bare token per line; names must be unique, tokens long enough.
+/// Where the API tokens come from: `--api-token-file` (read again on SIGHUP) and
+/// `ALFRESCO_API_TOKEN` (named `env`, an admin: it is the operator's own).
+#[derive(Debug, Clone, Default)]
+pub struct TokenSource {
+    pub file: Option<PathBuf>,
+    pub env: Option<Arc<Secret<String>>>,
+}
+
+impl TokenSource {
+    /// Reads and checks the tokens; an error names the file or line, never a token.
+    pub fn load(&self) -> Result<Vec<ApiToken>, ConfigError> {
+        let mut api_tokens = match &self.file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("--api-token-file {}: {e}", path.display()))
+                })?;
+                parse_token_file(&text)?
+            }
+            None => Vec::new(),
+        };
+        if let Some(token) = &self.env {
+            check_token(token.expose(), "ALFRESCO_API_TOKEN")?;
+            api_tokens.push(ApiToken {
+                name: "env".into(),
+                token: Secret::new(token.expose().clone()),
+                admin: true,
+            });
+        }
+        Ok(api_tokens)
+    }
+}
+
+/// `name:token`, `name:token:admin` or a bare token per line; names must be unique, tokens long enough.
 fn parse_token_file(text: &str) -> Result<Vec<ApiToken>, ConfigError> {
     let mut tokens: Vec<ApiToken> = Vec::new();
     for (n, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
@@ -381,6 +426,11 @@ fn parse_token_file(text: &str) -> Result<Vec<ApiToken>, ConfigError> {
         let (name, token) = match line.split_once(':') {
             Some((name, token)) => (name.trim().to_owned(), token.trim()),
             None => (format!("line-{n}"), line),
+        };
+        // `name:token:admin`; a token itself may hold `:` but cannot end in `:admin`.
+        let (token, admin) = match token.rsplit_once(':') {
+            Some((token, "admin")) => (token.trim(), true),
+            _ => (token, false),
         };
         let plain_name = !name.is_empty()
             && name.len() <= 64
@@ -401,6 +451,7 @@ fn parse_token_file(text: &str) -> Result<Vec<ApiToken>, ConfigError> {
         tokens.push(ApiToken {
             name,
             token: Secret::new(token.to_owned()),
+            admin,
         });
     }
     if tokens.is_empty() {
@@ -473,6 +524,8 @@ pub fn generate_token() -> ApiToken {
     ApiToken {
         name: "generated".into(),
         token: Secret::new(token),
+        // The operator's only token: it must be able to see and end every session.
+        admin: true,
     }
 }
 
@@ -517,7 +570,7 @@ mod tests {
     fn defaults() {
         let c = parse(&[]).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8022".parse().unwrap());
-        assert_eq!(c.session_ttl, Duration::from_secs(60));
+        assert_eq!(c.session_ttl, Duration::from_secs(600));
         assert_eq!(c.public_url, None);
         assert_eq!(c.host_key_policy, HostKeyPolicy::AcceptNew);
         assert_eq!(c.known_hosts, None);

@@ -6,20 +6,21 @@
 //! scratch buffer; the raw body is wiped after parsing.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use zeroize::Zeroize;
 
 use super::error::ApiError;
-use crate::request::{self, Credentials, SessionRequest, Target};
+use crate::request::{self, AskedTimers, Credentials, SessionOptions, SessionRequest, Target};
 use crate::secret::{self, Secret};
 use crate::ssh;
 
 /// Largest create-session body: a 16 KiB RSA key fits several times over.
 pub const MAX_BODY: usize = 64 * 1024;
 
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 13] = [
     "hostname",
     "port",
     "username",
@@ -28,7 +29,15 @@ const FIELDS: [&str; 8] = [
     "passphrase",
     "term",
     "host_key",
+    "ttl",
+    "max_duration",
+    "idle_timeout",
+    "resume_grace",
+    "handback",
 ];
+
+/// Longest duration anyone may ask for, so arithmetic on instants never overflows.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// The body's format, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,14 +64,20 @@ impl BodyKind {
 }
 
 /// A field's raw value: JSON keeps its type, form data is always text.
-enum Raw {
+pub enum Raw {
     Text(String),
     Number(Value),
+    Bool(bool),
     Other,
 }
 
-/// Parses and checks a create-session body, then wipes it.
-pub fn parse_create(kind: BodyKind, mut body: Vec<u8>) -> Result<SessionRequest, ApiError> {
+/// Parses and checks a create-session body, then wipes it. The request's `options` are
+/// left at their defaults; the caller sets them from the timers asked for and its bounds
+/// (`TimerBounds::apply`).
+pub fn parse_create(
+    kind: BodyKind,
+    mut body: Vec<u8>,
+) -> Result<(SessionRequest, AskedTimers), ApiError> {
     let fields = match kind {
         BodyKind::Json => json_fields(&body),
         BodyKind::Form => form_fields(&body),
@@ -98,6 +113,7 @@ fn json_fields(body: &[u8]) -> Result<HashMap<String, Raw>, ApiError> {
                 }
                 Value::String(s) => Raw::Text(s),
                 n @ Value::Number(_) => Raw::Number(n),
+                Value::Bool(b) => Raw::Bool(b),
                 _ => Raw::Other,
             }
         };
@@ -150,7 +166,7 @@ fn form_fields(body: &[u8]) -> Result<HashMap<String, Raw>, ApiError> {
     Ok(fields)
 }
 
-fn build(mut fields: HashMap<String, Raw>) -> Result<SessionRequest, ApiError> {
+fn build(mut fields: HashMap<String, Raw>) -> Result<(SessionRequest, AskedTimers), ApiError> {
     if fields.keys().any(|k| !FIELDS.contains(&k.as_str())) {
         // The unknown name is not echoed: in a form body, an unencoded `&` inside a password
         // turns the rest of the password into a "field name".
@@ -194,6 +210,13 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<SessionRequest, ApiError> {
     let private_key = text("private_key")?.map(Secret::new);
     let passphrase = text("passphrase")?.map(Secret::new);
     let port = port(fields.remove("port"))?;
+    let asked = AskedTimers {
+        ttl: duration("ttl", fields.remove("ttl"))?,
+        max_duration: duration("max_duration", fields.remove("max_duration"))?,
+        idle_timeout: duration("idle_timeout", fields.remove("idle_timeout"))?,
+        resume_grace: duration("resume_grace", fields.remove("resume_grace"))?,
+        handback: flag("handback", fields.remove("handback"))?,
+    };
 
     let credentials = match (password, private_key) {
         (Some(_), Some(_)) => return Err(ApiError::ambiguous_credentials()),
@@ -215,7 +238,7 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<SessionRequest, ApiError> {
             }
         }
     };
-    Ok(SessionRequest {
+    let request = SessionRequest {
         target: Target {
             host,
             port,
@@ -224,9 +247,140 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<SessionRequest, ApiError> {
         credentials,
         term,
         host_key,
-        // Filled in by the caller, which knows the API token.
+        // Filled in by the caller, which knows the API token and the bounds.
         creator: String::new(),
-    })
+        options: SessionOptions::default(),
+    };
+    Ok((request, asked))
+}
+
+/// A timer: a duration string (`"90s"`, `"10m"`, `"1h 30m"`) or whole seconds as a number
+/// (a JSON number, or digits in a form). Zero, negative and fractional values are refused.
+pub fn duration(name: &str, raw: Option<Raw>) -> Result<Option<Duration>, ApiError> {
+    let invalid = || {
+        ApiError::invalid_field(
+            name,
+            "must be a duration such as \"90s\", \"10m\" or \"2h\", or whole seconds",
+        )
+    };
+    let parsed = match raw {
+        None => return Ok(None),
+        Some(Raw::Number(n)) => Duration::from_secs(n.as_u64().ok_or_else(invalid)?),
+        Some(Raw::Text(s)) if !s.is_empty() && s.len() <= 32 => {
+            if s.bytes().all(|b| b.is_ascii_digit()) {
+                Duration::from_secs(s.parse().map_err(|_| invalid())?)
+            } else {
+                humantime::parse_duration(&s).map_err(|_| invalid())?
+            }
+        }
+        Some(_) => return Err(invalid()),
+    };
+    if parsed.is_zero() {
+        return Err(ApiError::invalid_field(name, "must be more than zero"));
+    }
+    Ok(Some(parsed.min(MAX_DURATION)))
+}
+
+/// The `by` of an extend body: `{"by": "30m"}` or `{"by": 1800}`, nothing else.
+pub fn parse_extend(body: &[u8]) -> Result<Duration, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::malformed_body("the body is not valid JSON"))?;
+    let Value::Object(mut fields) = value else {
+        return Err(ApiError::malformed_body("the body must be a JSON object"));
+    };
+    let by = fields.remove("by");
+    if !fields.is_empty() {
+        return Err(ApiError::unknown_field(&["by"]));
+    }
+    let raw = match by {
+        None | Some(Value::Null) => return Err(ApiError::missing_field("by")),
+        Some(Value::String(s)) => Raw::Text(s),
+        Some(n @ Value::Number(_)) => Raw::Number(n),
+        Some(_) => Raw::Other,
+    };
+    Ok(duration("by", Some(raw))?.expect("a value was given"))
+}
+
+/// A yes/no field: a JSON boolean, or `true`/`false` in a form.
+fn flag(name: &str, raw: Option<Raw>) -> Result<bool, ApiError> {
+    match raw {
+        None => Ok(false),
+        Some(Raw::Bool(b)) => Ok(b),
+        Some(Raw::Text(s)) if s == "true" => Ok(true),
+        Some(Raw::Text(s)) if s == "false" => Ok(false),
+        Some(_) => Err(ApiError::invalid_field(name, "must be true or false")),
+    }
+}
+
+/// The operator's timers: the defaults a session gets and the most it may ask for.
+#[derive(Debug, Clone)]
+pub struct TimerBounds {
+    /// `--session-ttl` and `--max-session-ttl`.
+    pub ttl: Duration,
+    pub max_ttl: Duration,
+    /// `--max-session-time`, `--idle-timeout`, `--resume-grace`: each the default and the
+    /// bound (`None`: off by default, and any value may be asked for, except a resume
+    /// grace, which needs resume on).
+    pub max_session_time: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub resume_grace: Option<Duration>,
+}
+
+impl TimerBounds {
+    /// The session's options: what it asked for, or the defaults; above a bound is an
+    /// error naming the field and the bound, never silently clamped.
+    pub fn apply(&self, asked: AskedTimers) -> Result<SessionOptions, ApiError> {
+        let above = |field: &str, flag: &str, bound: Duration| {
+            ApiError::invalid_field(
+                field,
+                &format!(
+                    "must be at most {} on this gateway ({flag})",
+                    humantime::format_duration(bound)
+                ),
+            )
+        };
+        let ttl = asked.ttl.unwrap_or(self.ttl);
+        if ttl > self.max_ttl {
+            return Err(above("ttl", "--max-session-ttl", self.max_ttl));
+        }
+        let bounded =
+            |field, flag, asked: Option<Duration>, bound: Option<Duration>| match (asked, bound) {
+                (Some(a), Some(b)) if a > b => Err(above(field, flag, b)),
+                (Some(a), _) => Ok(Some(a)),
+                (None, b) => Ok(b),
+            };
+        let max_duration = bounded(
+            "max_duration",
+            "--max-session-time",
+            asked.max_duration,
+            self.max_session_time,
+        )?;
+        let idle_timeout = bounded(
+            "idle_timeout",
+            "--idle-timeout",
+            asked.idle_timeout,
+            self.idle_timeout,
+        )?;
+        if asked.resume_grace.is_some() && self.resume_grace.is_none() {
+            return Err(ApiError::invalid_field(
+                "resume_grace",
+                "cannot be set: resume is off on this gateway (--resume-grace 0)",
+            ));
+        }
+        let resume_grace = bounded(
+            "resume_grace",
+            "--resume-grace",
+            asked.resume_grace,
+            self.resume_grace,
+        )?;
+        Ok(SessionOptions {
+            ttl,
+            max_duration,
+            idle_timeout,
+            resume_grace,
+            handback: asked.handback,
+        })
+    }
 }
 
 /// Port 1–65535; a JSON number, or a string of digits (as forms send).
@@ -249,8 +403,15 @@ fn port(raw: Option<Raw>) -> Result<u16, ApiError> {
 }
 
 /// The created-session answer.
-pub fn created_body(id: &uuid::Uuid, url: &str, expires_at: std::time::SystemTime) -> String {
-    json!({"id": id.to_string(), "url": url, "expires_at": humantime::format_rfc3339_seconds(expires_at).to_string()}).to_string()
+pub fn created_body(
+    id: &uuid::Uuid,
+    url: &str,
+    status_url: &str,
+    expires_at: std::time::SystemTime,
+) -> String {
+    let expires_at = humantime::format_rfc3339_seconds(expires_at).to_string();
+    json!({"id": id.to_string(), "url": url, "status_url": status_url, "expires_at": expires_at})
+        .to_string()
 }
 
 #[cfg(test)]
@@ -258,11 +419,96 @@ mod tests {
     use super::*;
 
     fn json(body: &str) -> Result<SessionRequest, ApiError> {
-        parse_create(BodyKind::Json, body.as_bytes().to_vec())
+        parse_create(BodyKind::Json, body.as_bytes().to_vec()).map(|(r, _)| r)
     }
 
     fn form(body: &str) -> Result<SessionRequest, ApiError> {
-        parse_create(BodyKind::Form, body.as_bytes().to_vec())
+        parse_create(BodyKind::Form, body.as_bytes().to_vec()).map(|(r, _)| r)
+    }
+
+    fn timers(extra: &str) -> Result<AskedTimers, ApiError> {
+        let body = format!(r#"{{"hostname":"h","username":"u","password":"p"{extra}}}"#);
+        parse_create(BodyKind::Json, body.into_bytes()).map(|(_, t)| t)
+    }
+
+    fn bounds() -> TimerBounds {
+        TimerBounds {
+            ttl: Duration::from_secs(600),
+            max_ttl: Duration::from_secs(86_400),
+            max_session_time: Some(Duration::from_secs(7200)),
+            idle_timeout: None,
+            resume_grace: Some(Duration::from_secs(300)),
+        }
+    }
+
+    #[test]
+    fn timers_are_parsed_and_bounded() {
+        let t =
+            timers(r#","ttl":"15m","max_duration":3600,"idle_timeout":"1h 30m","handback":true"#)
+                .unwrap();
+        assert_eq!(t.ttl, Some(Duration::from_secs(900)));
+        assert_eq!(t.max_duration, Some(Duration::from_secs(3600)));
+        assert_eq!(t.idle_timeout, Some(Duration::from_secs(5400)));
+        assert!(t.handback);
+        let o = bounds().apply(t).unwrap();
+        assert_eq!(
+            (o.ttl, o.max_duration),
+            (Duration::from_secs(900), Some(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            o.resume_grace,
+            Some(Duration::from_secs(300)),
+            "the flag's default"
+        );
+        let o = bounds().apply(AskedTimers::default()).unwrap();
+        assert_eq!(
+            (o.ttl, o.max_duration, o.idle_timeout),
+            (
+                Duration::from_secs(600),
+                Some(Duration::from_secs(7200)),
+                None
+            )
+        );
+        assert!(!o.handback);
+        for bad in [
+            r#","ttl":0"#,
+            r#","ttl":"0s""#,
+            r#","ttl":-5"#,
+            r#","ttl":"-5s""#,
+            r#","ttl":1.5"#,
+            r#","ttl":"soon""#,
+            r#","ttl":true"#,
+            r#","ttl":"""#,
+            r#","max_duration":[1]"#,
+            r#","handback":"yes""#,
+            r#","handback":1"#,
+        ] {
+            let err = timers(bad).unwrap_err();
+            assert_eq!(err.code(), "invalid_field", "{bad}");
+        }
+        for (bad, field) in [
+            (r#","ttl":"25h""#, "`ttl`"),
+            (r#","max_duration":"3h""#, "`max_duration`"),
+            (r#","resume_grace":"10m""#, "`resume_grace`"),
+        ] {
+            let err = bounds().apply(timers(bad).unwrap()).unwrap_err();
+            assert_eq!(err.code(), "invalid_field");
+            assert!(
+                err.message.contains(field) && err.message.contains("at most"),
+                "{}",
+                err.message
+            );
+        }
+        let no_resume = TimerBounds {
+            resume_grace: None,
+            ..bounds()
+        };
+        let err = no_resume
+            .apply(timers(r#","resume_grace":"1m""#).unwrap())
+            .unwrap_err();
+        assert!(err.message.contains("resume is off"), "{}", err.message);
+        let huge = timers(r#","idle_timeout":99999999999999"#).unwrap();
+        assert_eq!(huge.idle_timeout, Some(MAX_DURATION), "no overflow later");
     }
 
     fn code(r: Result<SessionRequest, ApiError>) -> &'static str {

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::header::{AUTHORIZATION, HeaderMap};
@@ -15,7 +16,7 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 use super::error::ApiError;
-use crate::config::ApiToken;
+use crate::config::{ApiToken, ConfigError, TokenSource};
 
 /// A burst of failed token attempts from one address is logged once, then at most once
 /// this often while it goes on, with the count: a guessing run is visible without one
@@ -31,14 +32,17 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The name of the token a request presented, or `unauthorized`.
-pub fn authenticate<'a>(headers: &HeaderMap, tokens: &'a [ApiToken]) -> Result<&'a str, ApiError> {
+/// The token a request presented, or `unauthorized`.
+pub fn authenticate<'a>(
+    headers: &HeaderMap,
+    tokens: &'a [ApiToken],
+) -> Result<&'a ApiToken, ApiError> {
     let presented = bearer(headers).ok_or_else(ApiError::unauthorized)?;
     // Every token is compared, in constant time, so timing tells nothing about any of them.
     let mut found = None;
     for token in tokens {
         if bool::from(token.token.expose().as_bytes().ct_eq(presented.as_bytes())) {
-            found = Some(token.name.as_str());
+            found = Some(token);
         }
     }
     found.ok_or_else(ApiError::unauthorized)
@@ -53,7 +57,7 @@ pub fn authenticate_client<'a>(
     limiter: &RateLimiter,
     failures: &AuthFailures,
     client: IpAddr,
-) -> Result<&'a str, ApiError> {
+) -> Result<&'a ApiToken, ApiError> {
     let key = RateKey::FailedAuth(client);
     if let Err(wait) = limiter.peek(&key) {
         failures.note(client, true);
@@ -64,6 +68,52 @@ pub fn authenticate_client<'a>(
         let _ = limiter.check(std::slice::from_ref(&key));
         failures.note(client, false);
     })
+}
+
+/// Who made a request: the name of its API token, and whether that token is an admin's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub admin: bool,
+}
+
+impl Caller {
+    /// Whether the caller may see and end a session created with the token `creator`.
+    pub fn owns(&self, creator: &str) -> bool {
+        self.admin || self.name == creator
+    }
+}
+
+/// The API tokens in force, replaced whole when the token file is read again (SIGHUP), so
+/// a request sees either the old set or the new one.
+pub struct Tokens {
+    current: parking_lot::RwLock<Arc<Vec<ApiToken>>>,
+    source: TokenSource,
+}
+
+impl Tokens {
+    pub fn new(tokens: Arc<Vec<ApiToken>>, source: TokenSource) -> Self {
+        Tokens {
+            current: parking_lot::RwLock::new(tokens),
+            source,
+        }
+    }
+
+    pub fn current(&self) -> Arc<Vec<ApiToken>> {
+        self.current.read().clone()
+    }
+
+    /// Reads the token file again; on an error the tokens in force stay. Returns how many
+    /// tokens are in force now.
+    pub fn reload(&self) -> Result<usize, ConfigError> {
+        if self.source.file.is_none() {
+            return Ok(self.current.read().len());
+        }
+        let tokens = self.source.load()?;
+        let n = tokens.len();
+        *self.current.write() = Arc::new(tokens);
+        Ok(n)
+    }
 }
 
 /// What a rate limit is kept per: an API token (by name) or a client address.
@@ -223,10 +273,12 @@ mod tests {
             ApiToken {
                 name: "ci".into(),
                 token: Secret::new("token-for-ci-0123456789".into()),
+                admin: false,
             },
             ApiToken {
                 name: "ops".into(),
                 token: Secret::new("token-for-ops-012345678".into()),
+                admin: false,
             },
         ]
     }
@@ -241,14 +293,16 @@ mod tests {
     fn bearer_tokens() {
         let tokens = tokens();
         assert_eq!(
-            authenticate(&with("Bearer token-for-ops-012345678"), &tokens).unwrap(),
+            authenticate(&with("Bearer token-for-ops-012345678"), &tokens)
+                .unwrap()
+                .name,
             "ops"
         );
         for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
             for gap in [" ", "  "] {
                 let header = format!("{scheme}{gap}token-for-ci-0123456789");
                 assert_eq!(
-                    authenticate(&with(&header), &tokens).unwrap(),
+                    authenticate(&with(&header), &tokens).unwrap().name,
                     "ci",
                     "{header}"
                 );
@@ -308,7 +362,9 @@ mod tests {
         let wrong = with("Bearer not-a-token-0123456789");
         let right = with("Bearer token-for-ci-0123456789");
         let attempt = |headers: &HeaderMap, client| {
-            authenticate_client(headers, &tokens, &limiter, &failures, client).map_err(|e| e.code())
+            authenticate_client(headers, &tokens, &limiter, &failures, client)
+                .map(|t| t.name.as_str())
+                .map_err(|e| e.code())
         };
         // A right token takes nothing from the failure bucket.
         for _ in 0..5 {

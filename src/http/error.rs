@@ -37,10 +37,16 @@ pub enum ApiErrorKind {
     UnknownSession,
     TooManyShareLinks,
     RecordingUnavailable,
+    /// A query string that is not one the route takes (`wait`, `timeout`, `state`, …).
+    InvalidQuery,
+    /// The session is over; it cannot be changed any more.
+    SessionEnded,
+    /// The route needs an admin token (`name:token:admin`).
+    AdminRequired,
 }
 
 impl ApiErrorKind {
-    pub const ALL: [ApiErrorKind; 21] = [
+    pub const ALL: [ApiErrorKind; 24] = [
         ApiErrorKind::MalformedBody,
         ApiErrorKind::MissingField,
         ApiErrorKind::InvalidField,
@@ -62,6 +68,9 @@ impl ApiErrorKind {
         ApiErrorKind::UnknownSession,
         ApiErrorKind::TooManyShareLinks,
         ApiErrorKind::RecordingUnavailable,
+        ApiErrorKind::InvalidQuery,
+        ApiErrorKind::SessionEnded,
+        ApiErrorKind::AdminRequired,
     ];
 
     /// The wire code: part of the contract, never renamed.
@@ -88,6 +97,9 @@ impl ApiErrorKind {
             ApiErrorKind::UnknownSession => "unknown_session",
             ApiErrorKind::TooManyShareLinks => "too_many_share_links",
             ApiErrorKind::RecordingUnavailable => "recording_unavailable",
+            ApiErrorKind::InvalidQuery => "invalid_query",
+            ApiErrorKind::SessionEnded => "session_ended",
+            ApiErrorKind::AdminRequired => "admin_required",
         }
     }
 
@@ -99,14 +111,15 @@ impl ApiErrorKind {
             | ApiErrorKind::InvalidField
             | ApiErrorKind::AmbiguousCredentials
             | ApiErrorKind::BadWebsocketRequest
-            | ApiErrorKind::BadRequestTarget => StatusCode::BAD_REQUEST,
+            | ApiErrorKind::BadRequestTarget
+            | ApiErrorKind::InvalidQuery => StatusCode::BAD_REQUEST,
             ApiErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiErrorKind::OriginForbidden | ApiErrorKind::DestinationForbidden => {
-                StatusCode::FORBIDDEN
-            }
+            ApiErrorKind::OriginForbidden
+            | ApiErrorKind::DestinationForbidden
+            | ApiErrorKind::AdminRequired => StatusCode::FORBIDDEN,
             ApiErrorKind::NotFound | ApiErrorKind::UnknownSession => StatusCode::NOT_FOUND,
             ApiErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiErrorKind::TooManyShareLinks => StatusCode::CONFLICT,
+            ApiErrorKind::TooManyShareLinks | ApiErrorKind::SessionEnded => StatusCode::CONFLICT,
             ApiErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiErrorKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -224,6 +237,24 @@ impl ApiError {
         Self::new(
             ApiErrorKind::TooManyPending,
             "too many sessions are waiting to be opened; try again later",
+        )
+    }
+
+    pub fn invalid_query(why: impl Into<String>) -> Self {
+        Self::new(ApiErrorKind::InvalidQuery, why)
+    }
+
+    pub fn session_ended() -> Self {
+        Self::new(
+            ApiErrorKind::SessionEnded,
+            "the session is over; it cannot be changed",
+        )
+    }
+
+    pub fn admin_required() -> Self {
+        Self::new(
+            ApiErrorKind::AdminRequired,
+            "this needs an admin API token (name:token:admin in --api-token-file)",
         )
     }
 

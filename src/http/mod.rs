@@ -9,6 +9,7 @@ mod auth;
 mod error;
 mod origin;
 mod recordings;
+mod sessions;
 mod share;
 
 use std::net::{IpAddr, SocketAddr};
@@ -21,17 +22,20 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
+use sessions::Path;
 use uuid::Uuid;
 
-pub use api::{BodyKind, MAX_BODY, parse_create};
+pub use api::{BodyKind, MAX_BODY, TimerBounds, parse_create};
+pub use auth::{Caller, Tokens};
 pub use error::{ApiError, ApiErrorKind};
+pub use sessions::Waiters;
 
 pub use assets::page_csp;
 pub use auth::{AuthFailures, RateKey, RateLimiter};
 pub use origin::OriginPolicy;
 
-use crate::config::ApiToken;
 use crate::destination::DestinationPolicy;
+use crate::ledger::{self, Ledger};
 use crate::store::{Refused, Store};
 use crate::ws;
 
@@ -46,11 +50,19 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the HTTP layer needs.
 pub struct State {
     pub store: Arc<Store>,
+    /// Every session's public status, for `/sessions`.
+    pub ledger: Arc<Ledger>,
+    /// Requests waiting on a session's state.
+    pub waiters: Waiters,
+    /// The timers sessions get, and the most they may ask for.
+    pub timers: TimerBounds,
+    /// The longest status wait (`--max-wait`).
+    pub max_wait: Duration,
     /// `--public-url`, without a trailing slash.
     pub public_url: Option<String>,
     /// Where we listen, for session URLs when a request has no usable Host header.
     pub listen: SocketAddr,
-    pub api_tokens: Arc<Vec<ApiToken>>,
+    pub api_tokens: Tokens,
     pub rate_limiter: RateLimiter,
     /// Failed API-token attempts per client address, for logging (throttled in
     /// `rate_limiter`).
@@ -69,16 +81,30 @@ pub struct State {
 }
 
 impl State {
-    /// The name of the API token a request from `client` presents; failures are throttled
-    /// per address and logged (see `auth::authenticate_client`).
-    fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<&str, ApiError> {
+    /// Who presents the API token of a request from `client`; failures are throttled per
+    /// address and logged (see `auth::authenticate_client`).
+    fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<Caller, ApiError> {
+        let tokens = self.api_tokens.current();
         auth::authenticate_client(
             headers,
-            &self.api_tokens,
+            &tokens,
             &self.rate_limiter,
             &self.auth_failures,
             client,
         )
+        .map(|t| Caller {
+            name: t.name.clone(),
+            admin: t.admin,
+        })
+    }
+
+    /// As `authenticate`, for the routes only an admin token may use.
+    fn authenticate_admin(&self, headers: &HeaderMap, client: IpAddr) -> Result<Caller, ApiError> {
+        let caller = self.authenticate(headers, client)?;
+        if !caller.admin {
+            return Err(ApiError::admin_required());
+        }
+        Ok(caller)
     }
 }
 
@@ -111,7 +137,9 @@ pub async fn route(
         (&Method::GET, "ws", None) if !origin_allowed(req.headers(), &state, local) => {
             Err(ApiError::origin_forbidden())
         }
-        (&Method::GET, "ws", None) => ws::upgrade(req, state.ws.clone()).map_err(ApiError::from),
+        (&Method::GET, "ws", None) => {
+            ws::upgrade(req, state.ws.clone(), peer.ip()).map_err(ApiError::from)
+        }
         (_, "ws", None) => Err(ApiError::method_not_allowed("GET")),
         (_, "healthz", None) if get_or_head => Ok(healthz(&state)),
         (_, "healthz", None) => Err(ApiError::method_not_allowed("GET, HEAD")),
@@ -133,17 +161,31 @@ pub async fn route(
         (_, "favicon.ico", None) if get_or_head => assets::find("favicon.svg")
             .map(|a| assets::serve(a, req.headers()))
             .ok_or_else(ApiError::not_found),
-        (method, "sessions", Some(tail)) => match (method, share::parse_path(tail)) {
-            (&Method::POST, Some((id, None))) => {
+        (&Method::GET, "sessions", None) => {
+            sessions::list(req.headers(), req.uri().query(), &state, peer.ip())
+        }
+        (_, "sessions", None) => Err(ApiError::method_not_allowed("GET")),
+        (method, "sessions", Some(tail)) => match (method, sessions::parse_path(tail)) {
+            (&Method::GET, Some(Path::Session(id))) => {
+                sessions::get(req.headers(), req.uri().query(), &state, peer.ip(), id).await
+            }
+            (&Method::DELETE, Some(Path::Session(id))) => {
+                sessions::revoke(req.headers(), &state, peer.ip(), id)
+            }
+            (_, Some(Path::Session(_))) => Err(ApiError::method_not_allowed("GET, DELETE")),
+            (&Method::POST, Some(Path::Extend(id))) => extend(req, &state, peer, id).await,
+            (_, Some(Path::Extend(_))) => Err(ApiError::method_not_allowed("POST")),
+            (&Method::POST, Some(Path::Share(id))) => {
                 let base = base_url(&state, req.headers().get(HOST));
                 share::create(req.headers(), &state, peer.ip(), &id, &base)
             }
-            (_, Some((_, None))) => Err(ApiError::method_not_allowed("POST")),
-            (&Method::DELETE, Some((id, Some(link)))) => {
+            (_, Some(Path::Share(_))) => Err(ApiError::method_not_allowed("POST")),
+            (&Method::DELETE, Some(Path::ShareLink(id, link))) => {
                 share::revoke(req.headers(), &state, peer.ip(), &id, &link)
             }
-            (_, Some((_, Some(_)))) => Err(ApiError::method_not_allowed("DELETE")),
-            (_, None) => Err(ApiError::not_found()),
+            (_, Some(Path::ShareLink(..))) => Err(ApiError::method_not_allowed("DELETE")),
+            // A malformed id is an unknown one.
+            (_, None) => Err(ApiError::unknown_session()),
         },
         (_, "view", Some(link)) if get_or_head => {
             // The same page; it watches rather than types when its path is /view/<link>.
@@ -180,11 +222,15 @@ async fn create_session(
     }
     let token = state.authenticate(req.headers(), peer.ip())?;
     // Pending and live sessions count alike; `store.insert` checks again, atomically.
-    if state.max_sessions_per_token > 0 && state.store.booked(token) >= state.max_sessions_per_token
+    if state.max_sessions_per_token > 0
+        && state.store.booked(&token.name) >= state.max_sessions_per_token
     {
         return Err(ApiError::from(ws::Refusal::TooManySessions));
     }
-    let keys = [RateKey::Token(token.to_owned()), RateKey::Client(peer.ip())];
+    let keys = [
+        RateKey::Token(token.name.clone()),
+        RateKey::Client(peer.ip()),
+    ];
     state
         .rate_limiter
         .check(&keys)
@@ -194,55 +240,91 @@ async fn create_session(
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     )?;
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(ApiError::body_too_large(MAX_BODY));
-    }
     let base = base_url(state, req.headers().get(HOST));
-    let read = Limited::new(req.into_body(), MAX_BODY).collect();
-    let body = tokio::time::timeout(BODY_READ_TIMEOUT, read)
-        .await
-        .map_err(|_| ApiError::body_timeout(BODY_READ_TIMEOUT))?
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::body_too_large(MAX_BODY)
-            } else {
-                ApiError::malformed_body("the body could not be read")
-            }
-        })?;
-    let mut request = parse_create(kind, Vec::from(body.to_bytes()))?;
-    request.creator = token.to_owned();
+    let body = read_body(req, MAX_BODY).await?;
+    let (mut request, asked) = parse_create(kind, Vec::from(body))?;
+    request.creator = token.name.clone();
+    request.options = state.timers.apply(asked)?;
     precheck_destination(state, &request.target.host, request.target.port).await?;
     let target = request.target.clone();
     let method = request.credentials.method();
-    let (id, expires_at) = state
+    let handback = request.options.handback;
+    let ttl = request.options.ttl;
+    let inserted = state
         .store
         .insert(request, state.max_sessions_per_token)
         .map_err(|e| match e {
             Refused::Full => ApiError::too_many_pending(),
             Refused::TokenLimit => ApiError::from(ws::Refusal::TooManySessions),
         })?;
+    let id = inserted.id;
     tracing::info!(
         session = %id,
         %target,
         auth = method,
-        token,
+        token = token.name,
         client = %peer.ip(),
+        ttl_secs = ttl.as_secs(),
         "session created"
     );
 
     // The full id, as the link's capability; logs get only the short form (`%id`).
     let url = format!("{base}/{}", id.full());
-    let body = api::created_body(&id.full(), &url, expires_at);
+    let status_url = format!("{base}/sessions/{}", id.full());
+    state.ledger.create(
+        ledger::New {
+            id,
+            target: target.to_string(),
+            token: token.name,
+            expires: inserted.expires,
+            expires_at: inserted.expires_at,
+            handback,
+        },
+        &url,
+    );
+    let body = api::created_body(&id.full(), &url, &status_url, inserted.expires_at);
     Ok(uncached(
         StatusCode::CREATED,
         "application/json",
         body.into(),
     ))
+}
+
+/// Reads a request body of at most `limit` bytes within `BODY_READ_TIMEOUT`.
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::body_too_large(limit));
+    }
+    let read = Limited::new(req.into_body(), limit).collect();
+    let body = tokio::time::timeout(BODY_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| ApiError::body_timeout(BODY_READ_TIMEOUT))?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::body_too_large(limit)
+            } else {
+                ApiError::malformed_body("the body could not be read")
+            }
+        })?;
+    Ok(body.to_bytes())
+}
+
+/// `POST /sessions/<id>/extend`: authenticated before its (small) body is read.
+async fn extend(
+    req: Request<Incoming>,
+    state: &State,
+    peer: SocketAddr,
+    id: Uuid,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    state.authenticate(req.headers(), peer.ip())?;
+    let headers = req.headers().clone();
+    let body = read_body(req, sessions::MAX_EXTEND_BODY).await?;
+    sessions::extend(&headers, state, peer.ip(), id, &body)
 }
 
 /// A dynamic answer: never cached, since it describes this moment (or holds a session URL).
@@ -317,7 +399,7 @@ fn metrics(
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     if !peer.ip().to_canonical().is_loopback() {
-        state.authenticate(headers, peer.ip())?;
+        state.authenticate_admin(headers, peer.ip())?;
     }
     let text = state.ws.metrics.render(crate::metrics::Gauges {
         pending: state.store.len(),

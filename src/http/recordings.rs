@@ -33,7 +33,7 @@ pub async fn list(
     state: &State,
     client: IpAddr,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    state.authenticate(headers, client)?;
+    state.authenticate_admin(headers, client)?;
     let dir = record_dir(state)?;
     let entries = tokio::task::spawn_blocking(move || read_list(&dir))
         .await
@@ -75,7 +75,11 @@ pub async fn get(
             Err(ApiError::not_found())
         };
     }
-    state.authenticate(headers, client)?;
+    // An admin token reads every recording; the token that created a session, its own.
+    let caller = state.authenticate(headers, client)?;
+    if !caller.admin && !state.ledger.recorded_by(name, &caller.name) {
+        return Err(ApiError::admin_required());
+    }
     let dir = record_dir(state)?;
     if !is_plain_name(name) {
         return Err(ApiError::not_found());

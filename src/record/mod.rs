@@ -102,6 +102,12 @@ impl Recording {
         }
     }
 
+    /// The recording's file name (as `/recordings/<name>` serves it), once started.
+    pub fn name(&self) -> Option<String> {
+        let path = self.recorder.as_ref()?.path();
+        path.file_name()?.to_str().map(str::to_owned)
+    }
+
     /// Whether there is a file to write, i.e. whether `tick` needs calling.
     pub fn is_active(&self) -> bool {
         self.recorder.as_ref().is_some_and(|r| r.out.is_some())

@@ -12,6 +12,7 @@
 //! flowing. Every wait is bounded.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -25,7 +26,9 @@ use super::ring::Ring;
 use super::socket::{PING_INTERVAL, Read, finish, read_event, send, warn_unknown};
 use super::viewer::Viewers;
 use super::{Context, Socket};
+use crate::ledger::Tracker;
 use crate::record::{FLUSH_EVERY, Recording};
+use crate::request::SessionOptions;
 use crate::ssh::{Bridge, BridgeEvent, Input, SshErrorKind};
 
 /// Largest binary frame a replay or a viewer's snapshot is cut into (the bridge's own
@@ -47,6 +50,10 @@ pub(super) struct Session {
     pub target: String,
     /// When the session was claimed, for the time-to-shell histogram and the end log.
     pub claimed: Instant,
+    /// Where the session's public status goes, and the API's controls (revoke, the cap).
+    pub tracker: Tracker,
+    /// The session's own timers and options.
+    pub options: SessionOptions,
 }
 
 /// What one session moved, for the traffic metrics and its end log.
@@ -70,6 +77,8 @@ pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Outcome 
         size,
         target,
         claimed,
+        tracker,
+        options,
     } = session;
     let mut live = Live {
         ctx,
@@ -81,7 +90,11 @@ pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Outcome 
         size,
         target,
         claimed,
+        tracker,
+        options,
+        viewers_told: 0,
         counts: Counts::default(),
+        ready: false,
         resumable: false,
         paused: false,
         held: false,
@@ -97,7 +110,14 @@ pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Outcome 
         .unwrap_or_else(|| (ServerEvent::Abandoned.encode(), CloseCode::Normal));
     live.viewers.end_all(last.0, last.1);
     live.log_end(&outcome);
-    live.recording.finish();
+    let Live {
+        tracker,
+        recording,
+        ready,
+        ..
+    } = live;
+    tracker.ended(outcome.end(ready));
+    recording.finish();
     // The client hears at once; the thread closes meanwhile (bounded by `Bridge::finish`).
     let tell = async {
         if let Some(mut ws) = client {
@@ -123,7 +143,13 @@ struct Live<'c> {
     target: String,
     /// When the session was claimed.
     claimed: Instant,
+    tracker: Tracker,
+    options: SessionOptions,
+    /// The viewer count the ledger last heard.
+    viewers_told: usize,
     counts: Counts,
+    /// The shell has been ready.
+    ready: bool,
     /// The shell is ready and resume is on: the session has a resume token (which only the
     /// registry holds) and can wait for its client to come back.
     resumable: bool,
@@ -152,11 +178,14 @@ impl Live<'_> {
         let now = tokio::time::Instant::now();
         // Far enough away to mean "never" for a timer that is off.
         let never = now + Duration::from_secs(100 * 365 * 86_400);
-        let lifetime =
-            tokio::time::sleep_until(ctx.settings.max_session_time.map_or(never, |t| now + t));
+        // The cap, as the claim set it; an extend moves it (`deadline.changed()`).
+        let mut deadline = self.tracker.control.deadline.subscribe();
+        let lifetime = tokio::time::sleep_until(deadline.borrow_and_update().unwrap_or(never));
+        let revoked = self.tracker.control.revoked.clone();
+        let idle_timeout = self.options.idle_timeout;
         // The idle timer is reset lazily: activity only records the time, and when the timer
         // fires early it is pushed to `last_activity + idle`. No timer work per frame.
-        let idle = tokio::time::sleep_until(ctx.settings.idle_timeout.map_or(never, |t| now + t));
+        let idle = tokio::time::sleep_until(idle_timeout.map_or(never, |t| now + t));
         let grace = tokio::time::sleep_until(never);
         // Recording: buffered events reach the file at least this often.
         let mut record_flush = tokio::time::interval(FLUSH_EVERY);
@@ -167,11 +196,12 @@ impl Live<'_> {
         loop {
             if self.client.is_none() && !detached {
                 // The client left. Without a token it cannot come back: the session ends.
-                let Some(grace_period) = ctx.settings.resume_grace.filter(|_| self.resumable)
+                let Some(grace_period) = self.options.resume_grace.filter(|_| self.resumable)
                 else {
                     return (Outcome::ClientGone, None);
                 };
                 detached = true;
+                self.tracker.detached();
                 self.set_paused(&input, false);
                 grace
                     .as_mut()
@@ -180,6 +210,10 @@ impl Live<'_> {
             }
             // After every turn, since output, attaches and viewers all change the answer.
             self.hold(&input);
+            if self.viewers.len() != self.viewers_told {
+                self.viewers_told = self.viewers.len();
+                self.tracker.viewers(self.viewers_told);
+            }
             tokio::select! {
                 biased;
                 () = ctx.shutdown.cancelled() => return (outcome::shutdown(), self.client.take()),
@@ -191,11 +225,25 @@ impl Live<'_> {
                     );
                     self.send_client(warning).await;
                 }
+                () = revoked.cancelled() => {
+                    tracing::info!("session revoked through the API");
+                    return self.end(Outcome::Revoked);
+                }
+                changed = deadline.changed() => {
+                    // The sender lives in the ledger's control as long as the tracker does.
+                    if changed.is_ok() {
+                        let cap = *deadline.borrow_and_update();
+                        lifetime.as_mut().reset(cap.unwrap_or(never));
+                        let ends_in = ends_in(cap);
+                        tracing::info!(ends_in, "session cap moved");
+                        self.send_client(ServerEvent::SessionTimer { ends_in }.encode()).await;
+                    }
+                }
                 () = &mut lifetime => {
                     return self.end(Outcome::error(ErrorKind::SessionTimeLimit, "the session reached its time limit"));
                 }
                 () = &mut idle => {
-                    let limit = ctx.settings.idle_timeout.map_or(never, |t| last_activity + t);
+                    let limit = idle_timeout.map_or(never, |t| last_activity + t);
                     if limit <= tokio::time::Instant::now() {
                         return self.end(Outcome::error(ErrorKind::IdleTimeout, "the session was idle too long"));
                     }
@@ -207,8 +255,11 @@ impl Live<'_> {
                 }
                 command = next_command(&mut self.deferred, &mut self.commands),
                     if !self.deferred.is_empty() || !self.commands.is_closed() => match command {
-                    Some(Command::Resume { ws, token, offset, cols, rows }) => {
+                    Some(Command::Resume { ws, client, token, offset, cols, rows }) => {
                         let attached = self.resume(ws, &token, offset).await;
+                        if attached {
+                            self.tracker.resumed(client);
+                        }
                         detached &= !attached;
                         if attached && (cols, rows) != self.size {
                             self.resized(cols, rows);
@@ -228,6 +279,7 @@ impl Live<'_> {
                     Some(BridgeEvent::Output(bytes)) => {
                         last_activity = tokio::time::Instant::now();
                         self.counts.bytes_out += bytes.len() as u64;
+                        self.tracker.traffic.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                         self.ring.push(&bytes);
                         self.recording.output(&bytes);
                         self.viewers.output(&bytes);
@@ -241,7 +293,9 @@ impl Live<'_> {
                         ctx.metrics.connected(self.claimed.elapsed().as_secs_f64());
                         self.size = (cols, rows);
                         self.recording.start(cols, rows, &self.target);
-                        let token = ctx.settings.resume_grace.map(|_| self.registration.rotate_token());
+                        self.ready = true;
+                        self.tracker.ready(self.recording.name());
+                        let token = self.options.resume_grace.map(|_| self.registration.rotate_token());
                         self.resumable = token.is_some();
                         let ready = ServerEvent::ConnectionReady {
                             cols,
@@ -249,6 +303,8 @@ impl Live<'_> {
                             target: &self.target,
                             resume_token: token.as_deref(),
                             read_only: false,
+                            handback: self.options.handback,
+                            ends_in: ends_in(*deadline.borrow()),
                         };
                         self.send_client(ready.encode()).await;
                     }
@@ -282,6 +338,7 @@ impl Live<'_> {
                         ClientEvent::Input(bytes) => {
                             last_activity = tokio::time::Instant::now();
                             self.counts.bytes_in += bytes.len() as u64;
+                            self.tracker.traffic.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                             self.counts.frames_in += 1;
                             self.recording.input(&bytes);
                             pending = Some(Input::Data(bytes));
@@ -289,6 +346,14 @@ impl Live<'_> {
                         ClientEvent::Resize { cols, rows } => {
                             self.resized(cols, rows);
                             pending = Some(Input::Resize { cols, rows });
+                        }
+                        ClientEvent::Handback(verdict) if self.options.handback && self.ready => {
+                            tracing::info!(verdict = verdict.code(), "session handed back");
+                            return self.end(Outcome::Handback(verdict));
+                        }
+                        ClientEvent::Handback(_) => {
+                            let warning = outcome::warning(WarningKind::HandbackOff, "this session was not created with handback");
+                            self.send_client(warning).await;
                         }
                         ClientEvent::Pause => self.set_paused(&input, true),
                         ClientEvent::Resume => self.set_paused(&input, false),
@@ -483,6 +548,8 @@ impl Live<'_> {
             target: &self.target,
             resume_token: None,
             read_only: true,
+            handback: false,
+            ends_in: ends_in(*self.tracker.control.deadline.borrow()),
         };
         let mut first = vec![ready.encode()];
         if let Ok(snapshot) = self.ring.since(0, REPLAY_FRAME) {
@@ -499,6 +566,14 @@ impl Live<'_> {
             .tracker
             .spawn(async move { finish(&mut ws, &outcome).await });
     }
+}
+
+/// Whole seconds from now to the cap, for the page's countdown; `None`: no cap.
+fn ends_in(cap: Option<tokio::time::Instant>) -> Option<u64> {
+    cap.map(|c| {
+        c.saturating_duration_since(tokio::time::Instant::now())
+            .as_secs()
+    })
 }
 
 /// The next command: a deferred one first, then the queue's. Cancel-safe.

@@ -15,6 +15,7 @@ mod socket;
 mod start;
 mod viewer;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -34,6 +35,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::record::RecordSettings;
 use crate::ssh::{Dialer, HostKeys, SshErrorKind};
@@ -53,6 +55,8 @@ type Socket = WebSocketStream<TokioIo<Upgraded>>;
 /// What the WebSocket side needs from the server, and nothing more.
 pub struct Context {
     pub store: Arc<Store>,
+    /// Where each session's public status is kept; sessions report through a `Tracker`.
+    pub ledger: Arc<Ledger>,
     pub dialer: Dialer,
     pub slots: Slots,
     /// Live bridge threads, for leak checks and health.
@@ -166,6 +170,7 @@ pub fn warning_codes() -> Vec<&'static str> {
 pub fn upgrade<B>(
     mut req: Request<B>,
     ctx: Arc<Context>,
+    client: IpAddr,
 ) -> Result<Response<Full<Bytes>>, Refusal> {
     let accept = websocket_key(req.headers())
         .map(derive_accept_key)
@@ -198,7 +203,7 @@ pub fn upgrade<B>(
                         Some(config),
                     )
                     .await;
-                    start::serve(ws, &ctx).await;
+                    start::serve(ws, &ctx, client).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
             }

@@ -6,6 +6,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::protocol::ServerEvent;
+use crate::ledger::{End, State, Verdict};
 use crate::ssh::{ExitInfo, SshError, SshErrorKind};
 
 /// Declares a code enum with `code()` (its wire string) and `ALL` (every variant), both
@@ -58,6 +59,7 @@ codes! {
         AlreadyStarted => "already_started",
         ServerDraining => "server_draining",
         ReadOnly => "read_only",
+        HandbackOff => "handback_off",
     }
 }
 
@@ -142,6 +144,10 @@ pub(super) enum Outcome {
     ClientGone,
     /// The client left and did not resume within the grace period.
     Abandoned,
+    /// Ended through the API (`DELETE /sessions/<id>`).
+    Revoked,
+    /// The person handed the session back to the job, with this verdict.
+    Handback(Verdict),
 }
 
 impl Outcome {
@@ -163,6 +169,20 @@ impl Outcome {
         match self {
             Outcome::ClientGone | Outcome::Abandoned => None,
             Outcome::Closed(info) => Some((ServerEvent::Closed(info).encode(), CloseCode::Normal)),
+            Outcome::Revoked => {
+                let event = ServerEvent::EndedBy {
+                    reason: "revoked",
+                    handback: None,
+                };
+                Some((event.encode(), CloseCode::Normal))
+            }
+            Outcome::Handback(verdict) => {
+                let event = ServerEvent::EndedBy {
+                    reason: "handback",
+                    handback: Some(*verdict),
+                };
+                Some((event.encode(), CloseCode::Normal))
+            }
             Outcome::Error { code, message } => {
                 let event = ServerEvent::Error {
                     code: code.code(),
@@ -180,7 +200,31 @@ impl Outcome {
             Outcome::Error { code, .. } => code.code(),
             Outcome::ClientGone => "client_gone",
             Outcome::Abandoned => "abandoned",
+            Outcome::Revoked => "revoked",
+            Outcome::Handback(_) => "handback",
         }
+    }
+
+    /// The end the ledger records: `ready` says whether the shell was ever ready (a
+    /// session that never was has `failed`, or `revoked`, rather than `ended`).
+    pub(super) fn end(&self, ready: bool) -> End {
+        let state = match self {
+            _ if ready => State::Ended,
+            Outcome::Revoked => State::Revoked,
+            _ => State::Failed,
+        };
+        let mut end = End::new(state, self.label());
+        match self {
+            Outcome::Closed(info) => {
+                end.exit_status = info.exit_status;
+                end.exit_signal = info.exit_signal.clone();
+            }
+            Outcome::Error { message, .. } => end.message = Some(message.clone()),
+            Outcome::Revoked => end.message = Some("the session was ended through the API".into()),
+            Outcome::Handback(verdict) => end.handback = Some(*verdict),
+            Outcome::ClientGone | Outcome::Abandoned => {}
+        }
+        end
     }
 }
 
@@ -248,7 +292,8 @@ mod tests {
                 "unknown_event",
                 "already_started",
                 "server_draining",
-                "read_only"
+                "read_only",
+                "handback_off"
             ]
         );
     }

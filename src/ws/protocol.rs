@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
+use crate::ledger::Verdict;
 use crate::ssh::ExitInfo;
 
 /// Largest WebSocket frame or message the server reads: a big paste, not a file transfer.
@@ -35,7 +36,11 @@ pub mod name {
     pub const VIEW_SESSION: &str = "view-session";
     pub const SESSION_RESUMED: &str = "session-resumed";
     pub const TERMINAL_SIZE: &str = "terminal-size";
-    pub const ALL: [&str; 14] = [
+    pub const HANDBACK: &str = "handback";
+    pub const SESSION_TIMER: &str = "session-timer";
+    pub const ALL: [&str; 16] = [
+        HANDBACK,
+        SESSION_TIMER,
         PAUSE,
         RESUME,
         START_SESSION,
@@ -81,6 +86,8 @@ pub enum ClientEvent {
     /// Flow control: stop sending output until `Resume`.
     Pause,
     Resume,
+    /// The person is done and hands the job its verdict; the session ends.
+    Handback(Verdict),
     Unknown(String),
 }
 
@@ -153,6 +160,14 @@ pub fn decode_text(text: &str) -> Result<ClientEvent, ProtocolError> {
         }
         name::PAUSE => Ok(ClientEvent::Pause),
         name::RESUME => Ok(ClientEvent::Resume),
+        name::HANDBACK => match data
+            .as_ref()
+            .and_then(Value::as_str)
+            .and_then(Verdict::parse)
+        {
+            Some(verdict) => Ok(ClientEvent::Handback(verdict)),
+            None => Err(bad("handback data must be \"continue\" or \"fail\"")),
+        },
         _ => Ok(ClientEvent::Unknown(event)),
     }
 }
@@ -208,6 +223,20 @@ pub enum ServerEvent<'a> {
         target: &'a str,
         resume_token: Option<&'a str>,
         read_only: bool,
+        /// The page offers to hand a verdict back (never to viewers).
+        handback: bool,
+        /// Seconds to the session's cap; `None`: no cap.
+        ends_in: Option<u64>,
+    },
+    /// The cap moved (an extend): seconds from now.
+    SessionTimer {
+        ends_in: Option<u64>,
+    },
+    /// Ended by the gateway on someone's word: `revoked` through the API, or `handback`
+    /// from the page (with its verdict).
+    EndedBy {
+        reason: &'a str,
+        handback: Option<Verdict>,
     },
     /// A resume was accepted: output follows from byte `offset`; `truncated` when the
     /// buffer no longer held everything the client missed.
@@ -249,8 +278,11 @@ impl ServerEvent<'_> {
                 target,
                 resume_token,
                 read_only,
+                handback,
+                ends_in,
             } => {
-                let mut data = json!({"cols": cols, "rows": rows, "target": target});
+                let mut data = json!({"cols": cols, "rows": rows, "target": target,
+                                      "handback": handback, "ends_in": ends_in});
                 if let Some(token) = resume_token {
                     data["resume_token"] = json!(token);
                 }
@@ -258,6 +290,16 @@ impl ServerEvent<'_> {
                     data["read_only"] = json!(true);
                 }
                 event(name::CONNECTION_READY, data)
+            }
+            ServerEvent::SessionTimer { ends_in } => {
+                event(name::SESSION_TIMER, json!({"ends_in": ends_in}))
+            }
+            ServerEvent::EndedBy { reason, handback } => {
+                let mut data = json!({"exit_status": null, "exit_signal": null, "reason": reason});
+                if let Some(verdict) = handback {
+                    data["handback"] = json!(verdict.code());
+                }
+                event(name::SSH_CLOSED, data)
             }
             ServerEvent::SessionResumed {
                 cols,
@@ -453,10 +495,12 @@ mod tests {
                     target: "u@h:22",
                     resume_token: None,
                     read_only: false,
+                    handback: true,
+                    ends_in: Some(3600),
                 }
                 .encode()
             ),
-            r#"["connection-ready",{"cols":80,"rows":24,"target":"u@h:22"}]"#
+            r#"["connection-ready",{"cols":80,"ends_in":3600,"handback":true,"rows":24,"target":"u@h:22"}]"#
         );
         let token = "ab".repeat(32);
         assert_eq!(
@@ -467,13 +511,50 @@ mod tests {
                     target: "u@h:22",
                     resume_token: Some(&token),
                     read_only: true,
+                    handback: false,
+                    ends_in: None,
                 }
                 .encode()
             ),
             format!(
-                r#"["connection-ready",{{"cols":80,"read_only":true,"resume_token":"{token}","rows":24,"target":"u@h:22"}}]"#
+                r#"["connection-ready",{{"cols":80,"ends_in":null,"handback":false,"read_only":true,"resume_token":"{token}","rows":24,"target":"u@h:22"}}]"#
             )
         );
+        assert_eq!(
+            text(ServerEvent::SessionTimer { ends_in: Some(299) }.encode()),
+            r#"["session-timer",{"ends_in":299}]"#
+        );
+        assert_eq!(
+            text(
+                ServerEvent::EndedBy {
+                    reason: "revoked",
+                    handback: None
+                }
+                .encode()
+            ),
+            r#"["ssh-closed",{"exit_signal":null,"exit_status":null,"reason":"revoked"}]"#
+        );
+        assert_eq!(
+            text(
+                ServerEvent::EndedBy {
+                    reason: "handback",
+                    handback: Some(Verdict::Fail)
+                }
+                .encode()
+            ),
+            r#"["ssh-closed",{"exit_signal":null,"exit_status":null,"handback":"fail","reason":"handback"}]"#
+        );
+        assert_eq!(
+            decode_text(r#"["handback","continue"]"#),
+            Ok(ClientEvent::Handback(Verdict::Continue))
+        );
+        for bad in [
+            r#"["handback"]"#,
+            r#"["handback","maybe"]"#,
+            r#"["handback",{"verdict":"fail"}]"#,
+        ] {
+            assert!(decode_text(bad).is_err(), "{bad}");
+        }
         assert_eq!(
             text(ServerEvent::Abandoned.encode()),
             r#"["ssh-closed",{"exit_signal":null,"exit_status":null,"reason":"abandoned"}]"#

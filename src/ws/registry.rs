@@ -23,6 +23,8 @@ pub enum Command {
     /// A client presents `token` to take the session (back) over.
     Resume {
         ws: Socket,
+        /// The resuming client's address, for the session's status.
+        client: std::net::IpAddr,
         token: String,
         offset: u64,
         cols: u16,

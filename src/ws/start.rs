@@ -2,7 +2,8 @@
 //! connect and hand it to a new `Live` task, or hand the socket to a live session it
 //! resumes or views. Holds no session itself: what follows the claim is `live`'s.
 
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::Instrument;
 use uuid::Uuid;
@@ -37,7 +38,7 @@ enum First {
     View { link: Uuid },
 }
 
-pub async fn serve(mut ws: Socket, ctx: &Context) {
+pub async fn serve(mut ws: Socket, ctx: &Context, client: IpAddr) {
     let waited = tokio::time::timeout(START_DEADLINE, wait_for_start(&mut ws)).await;
     let first = match waited.unwrap_or_else(|_| {
         Err(Outcome::error(
@@ -55,11 +56,11 @@ pub async fn serve(mut ws: Socket, ctx: &Context) {
         First::Start { id, cols, rows } => {
             // A SessionId shows only its short form: the full id stays out of logs.
             let span = tracing::info_span!("session", %id);
-            let (outcome, client) = run(ws, ctx, id, (cols, rows))
+            let (outcome, socket) = run(ws, ctx, id, (cols, rows), client)
                 .instrument(span.clone())
                 .await;
             ctx.metrics.session_ended(outcome.label());
-            if let Some(mut ws) = client {
+            if let Some(mut ws) = socket {
                 finish(&mut ws, &outcome).instrument(span).await;
             }
         }
@@ -72,6 +73,7 @@ pub async fn serve(mut ws: Socket, ctx: &Context) {
             let found = ctx.registry.by_token(&token);
             let command = Command::Resume {
                 ws,
+                client,
                 token,
                 offset,
                 cols,
@@ -156,8 +158,15 @@ async fn hand_over(
 }
 
 /// Claims session `id`, connects, and runs it until it ends. Returns how it ended and the
-/// client socket attached at the end, if any.
-async fn run(ws: Socket, ctx: &Context, id: SessionId, size: (u16, u16)) -> live::Ended {
+/// client socket attached at the end, if any. From the claim on, every end is told to the
+/// ledger (`live` tells its own).
+async fn run(
+    ws: Socket,
+    ctx: &Context,
+    id: SessionId,
+    size: (u16, u16),
+    client: IpAddr,
+) -> live::Ended {
     if ctx.draining.is_cancelled() {
         let outcome = Outcome::error(
             ErrorKind::ServerShutdown,
@@ -176,33 +185,52 @@ async fn run(ws: Socket, ctx: &Context, id: SessionId, size: (u16, u16)) -> live
     // The booking comes with the request and is held until the session ends: the
     // session counts against its token's --max-sessions-per-token while it is live, as
     // it did while pending.
+    let unknown = || {
+        Outcome::error(
+            ErrorKind::UnknownSession,
+            "this session link is unknown, already used, revoked or expired",
+        )
+    };
     let Some(Claimed {
         request,
         booking: _booking,
     }) = ctx.store.take(id)
     else {
-        let outcome = Outcome::error(
-            ErrorKind::UnknownSession,
-            "this session link is unknown, already used or expired",
-        );
-        return (outcome, Some(ws));
+        return (unknown(), Some(ws));
+    };
+    // Only a claim makes a tracker: a dropped tracker records `failed`, which must never
+    // overwrite a revoke or an expiry that won.
+    let Some(tracker) = ctx.ledger.tracker(id) else {
+        return (unknown(), Some(ws));
     };
     let target = request.target.clone();
+    let options = request.options.clone();
     // Recording (--record-dir): the file is created once the shell is ready.
     let recording = Recording::new(ctx.settings.record.as_ref(), &id.to_string(), &request.term);
     tracing::info!(%target, auth = request.credentials.method(), "session claimed");
     let claimed = Instant::now();
+    // The cap runs from the claim; extend moves it through the ledger's control.
+    let cap = options
+        .max_duration
+        .map(|d| tokio::time::Instant::now() + d);
+    tracker.control.deadline.send_replace(cap);
+    tracker.claimed(client, options.max_duration.map(|d| SystemTime::now() + d));
 
     let deadline = tokio::time::Instant::now() + ctx.settings.connect_timeout;
+    let revoked = tracker.control.revoked.clone();
     let dialed = tokio::select! {
-        dialed = ctx.dialer.dial(&target.host, target.port, deadline) => dialed,
-        () = ctx.shutdown.cancelled() => return (outcome::shutdown(), Some(ws)),
+        dialed = ctx.dialer.dial(&target.host, target.port, deadline) => dialed.map_err(|e| {
+            tracing::info!(code = e.code(), "connect failed");
+            Outcome::ssh(e)
+        }),
+        () = ctx.shutdown.cancelled() => Err(outcome::shutdown()),
+        () = revoked.cancelled() => Err(Outcome::Revoked),
     };
     let stream = match dialed {
         Ok(stream) => stream,
-        Err(e) => {
-            tracing::info!(code = e.code(), "connect failed");
-            return (Outcome::ssh(e), Some(ws));
+        Err(outcome) => {
+            tracker.ended(outcome.end(false));
+            return (outcome, Some(ws));
         }
     };
     let start = Start {
@@ -222,6 +250,7 @@ async fn run(ws: Socket, ctx: &Context, id: SessionId, size: (u16, u16)) -> live
                 SshErrorKind::SshFailed,
                 "the gateway cannot start a session now",
             );
+            tracker.ended(outcome.end(false));
             return (outcome, Some(ws));
         }
     };
@@ -233,6 +262,8 @@ async fn run(ws: Socket, ctx: &Context, id: SessionId, size: (u16, u16)) -> live
         size,
         target: target.to_string(),
         claimed,
+        tracker,
+        options,
     };
     // The live session tells its own client how it ended.
     (live::run(ctx, ws, session).await, None)

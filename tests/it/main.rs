@@ -22,6 +22,7 @@ mod resume;
 mod resume_page;
 mod secrets;
 mod security;
+mod session_api;
 mod sessions;
 mod share;
 mod tls;

@@ -3,7 +3,7 @@
 //! xterm.js, resizes included.
 
 use crate::support::browser::Browser;
-use crate::support::gateway::{Gateway, TEST_TOKEN};
+use crate::support::gateway::{ADMIN_TOKEN, Gateway};
 
 /// A recording written by hand in the documented format: the player must not depend on
 /// our writer's quirks. The long pauses are shortened to 2 s, then played at 16×.
@@ -54,7 +54,7 @@ async fn player_plays_a_recording() {
         .await;
     assert_eq!(form_shown, true);
 
-    submit_token(&browser, TEST_TOKEN).await;
+    submit_token(&browser, ADMIN_TOKEN).await;
     browser.wait_for_state("ready").await;
     assert_eq!(browser.term_size().await, (40, 10));
     browser

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::support::gateway::Gateway;
+use crate::support::gateway::{ADMIN_TOKEN, Gateway};
 use crate::support::password_body;
 use crate::support::sshd::{Sshd, TEST_USER};
 
@@ -251,7 +251,7 @@ async fn recordings_need_the_token_and_plain_names() {
         assert_eq!(res.status, 401, "{path}");
         assert_eq!(res.error_code(), "unauthorized");
     }
-    let res = gw.get_authorized("/recordings").await;
+    let res = gw.get_as("/recordings", ADMIN_TOKEN).await;
     assert_eq!(res.status, 200);
     assert_eq!(res.header("cache-control"), Some("no-store"));
     let list = res.json();
@@ -266,6 +266,17 @@ async fn recordings_need_the_token_and_plain_names() {
     assert!(list[0]["modified"].as_str().unwrap().ends_with('Z'));
 
     let res = gw.get_authorized(&format!("/recordings/{new}")).await;
+    assert_eq!(
+        (res.status, res.error_code().as_str()),
+        (403, "admin_required"),
+        "another session's recording needs an admin token"
+    );
+    let res = gw.get_authorized("/recordings").await;
+    assert_eq!(
+        (res.status, res.error_code().as_str()),
+        (403, "admin_required")
+    );
+    let res = gw.get_as(&format!("/recordings/{new}"), ADMIN_TOKEN).await;
     assert_eq!(res.status, 200);
     assert_eq!(res.header("content-type"), Some("application/x-asciicast"));
     assert_eq!(res.header("cache-control"), Some("no-store"));
@@ -280,7 +291,7 @@ async fn recordings_need_the_token_and_plain_names() {
         "/recordings/20261203T074012Z-00000000.cast",
         "/recordings/",
     ] {
-        let res = gw.get_authorized(path).await;
+        let res = gw.get_as(path, ADMIN_TOKEN).await;
         assert_eq!(res.status, 404, "{path}");
         assert_eq!(res.error_code(), "not_found", "{path}");
     }
@@ -313,9 +324,9 @@ async fn recordings_need_the_token_and_plain_names() {
 
     // Without --record-dir the endpoints do not exist.
     let gw = Gateway::start().await;
-    assert_eq!(gw.get_authorized("/recordings").await.status, 404);
+    assert_eq!(gw.get_as("/recordings", ADMIN_TOKEN).await.status, 404);
     assert_eq!(
-        gw.get_authorized(&format!("/recordings/{new}"))
+        gw.get_as(&format!("/recordings/{new}"), ADMIN_TOKEN)
             .await
             .status,
         404

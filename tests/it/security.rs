@@ -29,10 +29,12 @@ async fn create_session_needs_a_valid_token() {
             ApiToken {
                 name: "ci".into(),
                 token: Secret::new("ci-token-0123456789abcdef".into()),
+                admin: false,
             },
             ApiToken {
                 name: "ops".into(),
                 token: Secret::new("ops-token-0123456789abcde".into()),
+                admin: false,
             },
         ])
     })
@@ -416,10 +418,12 @@ async fn live_sessions_per_token() {
             ApiToken {
                 name: "test".into(),
                 token: Secret::new(crate::support::gateway::TEST_TOKEN.into()),
+                admin: false,
             },
             ApiToken {
                 name: "other".into(),
                 token: Secret::new(other.into()),
+                admin: false,
             },
         ];
         c.api_tokens = Arc::new(tokens);

@@ -31,11 +31,14 @@ async fn password_session_end_to_end() {
 
     let mut term = gw.ws().await;
     term.start(&id, 100, 30).await;
-    let ready = term.ready().await;
+    let mut ready = term.ready().await;
     let target = format!("alfresco-test@127.0.0.1:{}", sshd.addr().port());
+    // The cap is the default --max-session-time (12h) from the claim, in whole seconds.
+    let ends_in = ready["ends_in"].take().as_u64().expect("ends_in");
+    assert!((43_100..=43_200).contains(&ends_in), "{ends_in}");
     assert_eq!(
         ready,
-        serde_json::json!({"cols": 100, "rows": 30, "target": target})
+        serde_json::json!({"cols": 100, "rows": 30, "target": target, "handback": false, "ends_in": null})
     );
     assert_eq!(
         gw.handle.pending(),

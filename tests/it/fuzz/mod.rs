@@ -43,7 +43,7 @@ const SECRET_FIELDS: [&str; 3] = ["password", "private_key", "passphrase"];
 /// Secrets at least this long must never appear in an error message.
 const SECRET_MIN_CHARS: usize = 8;
 /// The events a client may send; every other name decodes to `Unknown`.
-const CLIENT_EVENTS: [&str; 7] = [
+const CLIENT_EVENTS: [&str; 8] = [
     event_name::START_SESSION,
     event_name::RESUME_SESSION,
     event_name::VIEW_SESSION,
@@ -51,6 +51,7 @@ const CLIENT_EVENTS: [&str; 7] = [
     event_name::RESIZE,
     event_name::PAUSE,
     event_name::RESUME,
+    event_name::HANDBACK,
 ];
 const MAX_DIMENSION: u64 = 1000;
 const SESSION_ID: &str = "5b0e6f1c-9c1f-4a57-b2a2-3f1d2e4c5a6b";
@@ -659,7 +660,7 @@ fn check_accepted(req: &SessionRequest, sent: &HashMap<String, Sent>) -> Result<
 
 fn json_create(entries: &[(JStr, Json)]) -> Result<(), TestCaseError> {
     let body = Json::Object(entries.to_vec()).text();
-    let result = parse_create(BodyKind::Json, body.into_bytes());
+    let result = parse_create(BodyKind::Json, body.into_bytes()).map(|(r, _)| r);
     let mut secrets = Vec::new();
     for (key, value) in entries {
         if key
@@ -719,7 +720,7 @@ fn create_session_survives_arbitrary_bytes() {
         move || (bytes(), any::<bool>()),
         |(body, json)| {
             let kind = if json { BodyKind::Json } else { BodyKind::Form };
-            check_create(&parse_create(kind, body), &[])
+            check_create(&parse_create(kind, body).map(|(r, _)| r), &[])
         },
     );
 }
@@ -738,7 +739,7 @@ fn create_session_survives_arbitrary_json_values() {
                 }
             }
         }
-        let result = parse_create(BodyKind::Json, value.text().into_bytes());
+        let result = parse_create(BodyKind::Json, value.text().into_bytes()).map(|(r, _)| r);
         if !matches!(value, Json::Object(_)) {
             prop_assert!(result.is_err());
         }
@@ -754,7 +755,7 @@ fn create_session_json_bodies_are_checked() {
 #[test]
 fn create_session_form_bodies_are_checked() {
     fuzz(form_pairs, |pairs| {
-        let result = parse_create(BodyKind::Form, form_body(&pairs).into_bytes());
+        let result = parse_create(BodyKind::Form, form_body(&pairs).into_bytes()).map(|(r, _)| r);
         let secrets: Vec<String> = pairs
             .iter()
             .filter(|p| SECRET_FIELDS.contains(&p.key.as_str()))
@@ -791,7 +792,7 @@ fn create_session_form_bodies_are_checked() {
 #[test]
 fn create_session_survives_form_garbage() {
     fuzz(form_garbage, |body| {
-        check_create(&parse_create(BodyKind::Form, body), &[])
+        check_create(&parse_create(BodyKind::Form, body).map(|(r, _)| r), &[])
     });
 }
 
@@ -938,6 +939,16 @@ fn check_event(text: &str) -> Result<(), TestCaseError> {
         (event_name::VIEW_SESSION, Err(_)) => {
             prop_assert!(session_id(data).is_none(), "{text:?} refused");
         }
+        (event_name::HANDBACK, Ok(ClientEvent::Handback(verdict))) => {
+            prop_assert_eq!(data.and_then(Value::as_str), Some(verdict.code()));
+        }
+        (event_name::HANDBACK, Err(_)) => {
+            let verdict = data.and_then(Value::as_str);
+            prop_assert!(
+                !matches!(verdict, Some("continue" | "fail")),
+                "{text:?} refused"
+            );
+        }
         (name, _) if CLIENT_EVENTS.contains(&name) => {
             prop_assert!(decoded.is_err(), "{text:?} gave {decoded:?}");
         }
@@ -1045,9 +1056,15 @@ fn deep_nesting_is_an_error() {
             format!(r#"{{"hostname":"h","username":"u","password":"pw","port":{nested}}}"#),
             format!(r#"{{"hostname":"h","username":"u","password":{nested}}}"#),
         ] {
-            let err = parse_create(BodyKind::Json, body.into_bytes()).unwrap_err();
+            let err = parse_create(BodyKind::Json, body.into_bytes())
+                .map(|(r, _)| r)
+                .unwrap_err();
             assert_eq!(err.code(), "malformed_body");
         }
-        assert!(parse_create(BodyKind::Form, nested.clone().into_bytes()).is_err());
+        assert!(
+            parse_create(BodyKind::Form, nested.clone().into_bytes())
+                .map(|(r, _)| r)
+                .is_err()
+        );
     }
 }

@@ -17,8 +17,11 @@ use super::term::Term;
 use super::tls::{TestCert, server_name};
 use super::{Stream, WAIT};
 
-/// The API token every test gateway accepts (tests that check tokens set their own).
+/// The API token every test gateway accepts (tests that check tokens set their own),
+/// named `test`: it creates sessions and sees its own.
 pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+/// The admin token of every test gateway, named `ops`: all sessions, recordings, metrics.
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -97,6 +100,30 @@ impl Client {
             b"",
         )
         .await
+    }
+
+    /// A request with `token` (if any) and a JSON body (if any).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> HttpResponse {
+        let mut head = format!("{method} {path} HTTP/1.1");
+        if let Some(token) = token {
+            head.push_str(&format!("\r\nAuthorization: Bearer {token}"));
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        if !body.is_empty() {
+            head.push_str("\r\nContent-Type: application/json");
+        }
+        self.raw(&head, body.as_bytes()).await
+    }
+
+    /// A GET with `token`.
+    pub async fn get_as(&self, path: &str, token: &str) -> HttpResponse {
+        self.call("GET", path, Some(token), None).await
     }
 
     /// A POST with the test API token.
@@ -213,10 +240,18 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = Config::new(addr);
-        config.api_tokens = std::sync::Arc::new(vec![alfresco_ssh::config::ApiToken {
-            name: "test".into(),
-            token: alfresco_ssh::secret::Secret::new(TEST_TOKEN.into()),
-        }]);
+        config.api_tokens = std::sync::Arc::new(vec![
+            alfresco_ssh::config::ApiToken {
+                name: "test".into(),
+                token: alfresco_ssh::secret::Secret::new(TEST_TOKEN.into()),
+                admin: false,
+            },
+            alfresco_ssh::config::ApiToken {
+                name: "ops".into(),
+                token: alfresco_ssh::secret::Secret::new(ADMIN_TOKEN.into()),
+                admin: true,
+            },
+        ]);
         // Tests that stop a gateway with live sessions do not wait for a drain unless
         // they ask for one.
         config.drain_timeout = Duration::ZERO;
@@ -239,17 +274,19 @@ impl Gateway {
         }
     }
 
-    /// Waits until no session is live and no bridge thread runs: nothing leaked.
+    /// Waits until no session is live, no bridge thread runs and no request waits on a
+    /// session: nothing leaked.
     pub async fn assert_idle(&self) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let (live, threads) = (self.handle.live(), self.handle.bridge_threads());
-            if live == 0 && threads == 0 {
+            let waiters = self.handle.waiters();
+            if live == 0 && threads == 0 && waiters == 0 {
                 return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "still {live} live sessions and {threads} bridge threads"
+                "still {live} live sessions, {threads} bridge threads and {waiters} waiters"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
