@@ -196,6 +196,13 @@ impl Webhooks {
     }
 }
 
+/// The ledger tells every session event here, after releasing its lock.
+impl crate::ledger::Observer for Webhooks {
+    fn notify(&self, event: &'static str, session: &serde_json::Value, url: Option<&str>) {
+        Webhooks::notify(self, event, session, url);
+    }
+}
+
 impl Drop for Webhooks {
     fn drop(&mut self) {
         self.stop.cancel();

@@ -2,6 +2,8 @@
 //! test) through the public API, `alfresco_ssh::webhook::Webhooks`: signatures verify, the
 //! link goes with `created` only, retries are bounded and spaced, redirects are not followed,
 //! a silent receiver costs at most timeout × attempts, and `notify` never waits for any of it.
+//! Then end to end, the gateway and a real sshd: the events of real sessions, in order, and
+//! a stalled or failing receiver that does not change the session.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,8 +23,10 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::watch;
 
-use crate::support::WAIT;
+use crate::support::gateway::Gateway;
 use crate::support::logs::Capture;
+use crate::support::sshd::Sshd;
+use crate::support::{WAIT, password_body};
 
 const SECRET: &str = "webhook-secret-for-tests-5e1f";
 
@@ -611,4 +615,199 @@ fn docs_name_every_event_outcome_and_header() {
         missing.is_empty(),
         "missing from docs/WEBHOOKS.md: {missing:?}"
     );
+}
+
+// End to end: the gateway's ledger tells the webhooks of each transition of a real session.
+
+/// The gateway with `flags` (webhook flags) applied on top of the test configuration.
+async fn gateway_with(flags: &[&str]) -> Gateway {
+    let webhook = config(flags).webhook;
+    Gateway::start_with(move |c| c.webhook = webhook).await
+}
+
+/// The event names the receiver got, in order.
+fn events(received: &[Received]) -> Vec<String> {
+    received
+        .iter()
+        .map(|r| r.header("x-alfresco-event").to_owned())
+        .collect()
+}
+
+/// `/metrics` counts `delivered` deliveries, polled until `n` (bounded by `WAIT`).
+async fn metrics_delivered(gw: &Gateway, n: u64) {
+    let line = format!("alfresco_webhook_deliveries_total{{outcome=\"delivered\"}} {n}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = gw.get("/metrics").await.text();
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {line:?} in\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_that_exits_posts_created_opened_ready_ended() {
+    let sshd = Sshd::start();
+    let receiver = Receiver::start(Answer::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let url = receiver.url("/hook");
+    let gw = gateway_with(&[
+        "--webhook",
+        &url,
+        "--webhook-secret-file",
+        secret.to_str().unwrap(),
+    ])
+    .await;
+
+    let created = gw.create(&password_body(&sshd)).await.json();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let mut term = gw.ws().await;
+    term.start(&id, 80, 24).await;
+    term.ready().await;
+    term.input("exit 7\r").await;
+    let ended = gw
+        .get_authorized(&format!("/sessions/{id}?wait=ended&timeout=15s"))
+        .await
+        .json();
+    assert_eq!(ended["state"], "ended", "{ended}");
+
+    let got = receiver.wait_for(4).await;
+    assert_eq!(events(&got), ["created", "opened", "ready", "ended"]);
+    for r in &got {
+        assert!(verifies(r), "signed");
+        let body = r.json();
+        assert_eq!(body["session"]["id"], id.as_str());
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(
+            !text.contains(&crate::support::sshd::test_password()),
+            "no credential in {text}"
+        );
+    }
+    let states: Vec<Value> = got
+        .iter()
+        .map(|r| r.json()["session"]["state"].clone())
+        .collect();
+    assert_eq!(states, ["pending", "connecting", "live", "ended"]);
+    assert_eq!(got[0].json()["url"], created["url"], "the link, on created");
+    for r in &got[1..] {
+        assert_eq!(r.json().get("url"), None, "and on created only");
+    }
+    assert_eq!(got[1].json()["session"]["client"], "127.0.0.1");
+    let last = got[3].json();
+    assert_eq!(last["session"]["end_reason"], "exited");
+    assert_eq!(last["session"]["exit_status"], 7);
+    assert_eq!(last["session"], ended_without_wait_fields(ended));
+    metrics_delivered(&gw, 4).await;
+    gw.assert_idle().await;
+    gw.stop().await;
+}
+
+/// A wait's answer is the status object plus its own fields.
+fn ended_without_wait_fields(mut answer: Value) -> Value {
+    let object = answer.as_object_mut().unwrap();
+    object.remove("timed_out");
+    object.remove("draining");
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_nobody_opens_posts_expired() {
+    let sshd = Sshd::start();
+    let receiver = Receiver::start(Answer::Ok).await;
+    let url = receiver.url("/hook");
+    let gw = gateway_with(&["--webhook", &url, "--webhook-format", "slack"]).await;
+    let mut body = password_body(&sshd);
+    body["ttl"] = "1s".into();
+    let id = gw.create_id(&body).await;
+    let s = gw
+        .get_authorized(&format!("/sessions/{id}?wait=ended&timeout=15s"))
+        .await
+        .json();
+    assert_eq!(s["state"], "expired", "{s}");
+    let got = receiver.wait_for(2).await;
+    assert_eq!(events(&got), ["created", "expired"]);
+    let text = got[1].json()["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.ends_with("expired: nobody opened the link in time"),
+        "{text}"
+    );
+    assert!(got[0].json()["text"].as_str().unwrap().contains(&id));
+    gw.assert_idle().await;
+    gw.stop().await;
+}
+
+/// A receiver that never answers and one that answers 500 (the gateway's own policy: 5 s
+/// per attempt, 4 attempts) leave the session as it is: the shell answers, exits, and the
+/// end is seen at once, long before the deliveries give up. Shutdown waits for them at most
+/// `WEBHOOK_DRAIN` (5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_failing_receivers_do_not_change_the_session() {
+    let sshd = Sshd::start();
+    let stalled = Receiver::start(Answer::Never).await;
+    let failing = Receiver::start(Answer::Status(500)).await;
+    let (a, b) = (stalled.url("/"), failing.url("/"));
+    let gw = gateway_with(&["--webhook", &a, "--webhook", &b]).await;
+
+    let started = Instant::now();
+    let id = gw.create_id(&password_body(&sshd)).await;
+    let mut term = gw.ws().await;
+    term.start(&id, 80, 24).await;
+    term.ready().await;
+    for n in 0..20 {
+        let marker = format!("echo-{n}-{}", std::process::id());
+        assert_eq!(
+            term.run(&format!("echo {marker}")).await,
+            format!("{marker}\r\n")
+        );
+    }
+    term.input("exit 0\r").await;
+    let ended = gw
+        .get_authorized(&format!("/sessions/{id}?wait=ended&timeout=15s"))
+        .await
+        .json();
+    let took = started.elapsed();
+    assert_eq!(
+        (ended["end_reason"].as_str(), ended["exit_status"].as_i64()),
+        (Some("exited"), Some(0)),
+        "{ended}"
+    );
+    // The stalled receiver still holds its first delivery (`created`, 5 s per attempt).
+    assert!(took < Duration::from_secs(5), "the session took {took:?}");
+    assert_eq!(stalled.seen().len(), 1, "one attempt in flight");
+    assert!(!failing.seen().is_empty());
+    eprintln!("session with a stalled and a failing receiver: {took:?} create to ended");
+    gw.assert_idle().await;
+    let stopping = Instant::now();
+    gw.stop().await;
+    let stop_took = stopping.elapsed();
+    eprintln!("shutdown with a stalled receiver: {stop_took:?}");
+    assert!(
+        stop_took < Duration::from_secs(8),
+        "shutdown took {stop_took:?}"
+    );
+}
+
+/// A graceful shutdown still sends the last events, `ended` with `server_shutdown`: the
+/// receiver takes 1 s per event, so when the session has ended `ended` is still queued
+/// behind the others, and `run` returns only once it went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_the_last_ended() {
+    let sshd = Sshd::start();
+    let receiver = Receiver::start(Answer::Slow(Duration::from_secs(1))).await;
+    let url = receiver.url("/hook");
+    let gw = gateway_with(&["--webhook", &url]).await;
+    let id = gw.create_id(&password_body(&sshd)).await;
+    let mut term = gw.ws().await;
+    term.start(&id, 80, 24).await;
+    term.ready().await;
+    let stopping = Instant::now();
+    gw.stop().await;
+    eprintln!("shutdown with a live session: {:?}", stopping.elapsed());
+    let got = receiver.seen();
+    assert_eq!(events(&got), ["created", "opened", "ready", "ended"]);
+    assert_eq!(got[3].json()["session"]["end_reason"], "server_shutdown");
 }
