@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::watch;
 
-use crate::support::gateway::Gateway;
+use crate::support::gateway::{Gateway, TEST_TOKEN};
 use crate::support::logs::Capture;
 use crate::support::sshd::Sshd;
 use crate::support::{WAIT, password_body};
@@ -810,4 +810,93 @@ async fn shutdown_sends_the_last_ended() {
     let got = receiver.seen();
     assert_eq!(events(&got), ["created", "opened", "ready", "ended"]);
     assert_eq!(got[3].json()["session"]["end_reason"], "server_shutdown");
+}
+
+/// The ends that never went live: `revoked` for a link deleted while pending, `failed` with
+/// its code for a wrong password. Each after `created` (and `opened`), and nothing after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_and_failed_sessions_post_their_end() {
+    let sshd = Sshd::start();
+    let receiver = Receiver::start(Answer::Ok).await;
+    let url = receiver.url("/hook");
+    let gw = gateway_with(&["--webhook", &url]).await;
+
+    let revoked = gw.create_id(&password_body(&sshd)).await;
+    let path = format!("/sessions/{revoked}");
+    let answer = gw.call("DELETE", &path, Some(TEST_TOKEN), None).await;
+    assert_eq!(answer.json()["state"], "revoked");
+    // Idempotent, and so silent: a second DELETE changes nothing and posts nothing.
+    gw.call("DELETE", &path, Some(TEST_TOKEN), None).await;
+    let got = receiver.wait_for(2).await;
+    assert_eq!(events(&got), ["created", "revoked"]);
+    assert_eq!(got[1].json()["session"]["end_reason"], "revoked");
+
+    let mut body = password_body(&sshd);
+    body["password"] = "not-the-password".into();
+    let failed = gw.create_id(&body).await;
+    let mut term = gw.ws().await;
+    term.start(&failed, 80, 24).await;
+    term.expect_error("auth_failed").await;
+    let got = receiver.wait_for(5).await;
+    assert_eq!(
+        events(&got),
+        ["created", "revoked", "created", "opened", "failed"]
+    );
+    let end = got[4].json();
+    assert_eq!(end["session"]["id"], failed.as_str());
+    assert_eq!(end["session"]["state"], "failed");
+    assert_eq!(end["session"]["end_reason"], "auth_failed");
+    assert!(!String::from_utf8_lossy(&got[4].body).contains("not-the-password"));
+    gw.assert_idle().await;
+    gw.stop().await;
+    assert_eq!(receiver.seen().len(), 5, "nothing after the end");
+}
+
+/// A page that goes away and comes back: `detached`, then `resumed` from its address, and no
+/// resume token in either body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_leaves_and_resumes_posts_detached_and_resumed() {
+    let sshd = Sshd::start();
+    let receiver = Receiver::start(Answer::Ok).await;
+    let webhook = config(&["--webhook", &receiver.url("/hook")]).webhook;
+    let gw = Gateway::start_with(move |c| {
+        c.webhook = webhook;
+        c.resume_grace = Some(Duration::from_secs(60));
+    })
+    .await;
+    let mut first = gw.open(&password_body(&sshd), 80, 24).await;
+    let ready = first.ready().await;
+    let token = ready["resume_token"].as_str().unwrap().to_owned();
+    let received = first.output.len();
+    first.vanish();
+    let got = receiver.wait_for(4).await;
+    assert_eq!(events(&got), ["created", "opened", "ready", "detached"]);
+    assert_eq!(got[3].json()["session"]["state"], "detached");
+
+    let mut second = gw.ws().await;
+    second
+        .send_event(
+            "resume-session",
+            json!({"token": token, "offset": received, "cols": 80, "rows": 24}),
+        )
+        .await;
+    let resumed = second.expect("session-resumed").await;
+    let got = receiver.wait_for(5).await;
+    assert_eq!(got[4].header("x-alfresco-event"), "resumed");
+    assert_eq!(got[4].json()["session"]["state"], "live");
+    assert_eq!(got[4].json()["session"]["client"], "127.0.0.1");
+    let new_token = resumed["resume_token"].as_str().unwrap();
+    for r in &got {
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(
+            !text.contains(&token) && !text.contains(new_token),
+            "a resume token in {text}"
+        );
+    }
+    second.input("exit\r").await;
+    second.expect("ssh-closed").await;
+    let got = receiver.wait_for(6).await;
+    assert_eq!(got[5].header("x-alfresco-event"), "ended");
+    gw.assert_idle().await;
+    gw.stop().await;
 }
