@@ -5,7 +5,9 @@
  * id can be claimed only once; after that the page holds the session's resume
  * token (in memory and sessionStorage, so a reload of this tab works) and, when
  * the socket drops, reconnects with back-off and resumes from the last byte it
- * received. A view page watches read-only and reconnects the same way.
+ * received. A view page watches read-only and reconnects the same way. A session the
+ * job created with "handback" gets two buttons that end it with the job's verdict, and
+ * the last 5 minutes before a session's time limit count down in the bar.
  * No inline styles and no eval: the page runs under `default-src 'self'`.
  */
 (function () {
@@ -34,6 +36,14 @@
   const RECONNECT_FIRST_MS = 250;
   const RECONNECT_MAX_MS = 5000;
   const RECONNECT_GIVE_UP_MS = 6 * 60 * 1000;
+  // The countdown shows in the last 5 minutes before the session's time limit: early
+  // enough to ask the job for more time, late enough not to distract the whole session.
+  const TIMER_SHOWN_BELOW_S = 5 * 60;
+  // setTimeout takes at most 2^31-1 ms (24.8 days); a later wake-up is just a re-check.
+  const TIMER_LONGEST_WAIT_MS = 0x7fffffff;
+  // An armed handback falls back to the two buttons after 10 s, so a confirm cannot come
+  // from a stray key or click long after the first one.
+  const HANDBACK_CONFIRM_MS = 10 * 1000;
 
   // Readable on a dark background; the ANSI colours follow the Tango palette.
   const THEME = {
@@ -64,11 +74,20 @@
   const shareEl = document.getElementById('share');
   const noticeEl = document.getElementById('notice');
   const containerEl = document.getElementById('terminal');
+  const timerEl = document.getElementById('timer');
+  const handbackEl = document.getElementById('handback');
+  const handbackChooseEl = document.getElementById('handback-choose');
+  const handbackConfirmEl = document.getElementById('handback-confirm');
+  const handbackYesEl = document.getElementById('handback-yes');
+  const handbackCancelEl = document.getElementById('handback-cancel');
   const path = location.pathname.replace(/^\/+|\/+$/g, '');
   // At /view/<id> the page watches a session through a share link: read-only.
   const viewing = path.indexOf('view/') === 0;
   const sessionId = viewing ? path.slice('view/'.length) : path;
   const TOKEN_KEY = 'alfresco-ssh.resume.' + sessionId;
+  // Beside the token: what connection-ready said about handback and the time limit, which
+  // session-resumed does not repeat, for the page a reload brings.
+  const SESSION_KEY = 'alfresco-ssh.session.' + sessionId;
   // Output bytes received since the session began: the offset a resume starts from.
   let received = 0;
   let resumeToken = loadToken();
@@ -84,6 +103,10 @@
     statusEl.textContent = text;
     // Sharing needs a live session and its resume token.
     shareEl.hidden = viewing || !resumeToken || isFinal();
+    updateHandback();
+    if (isFinal()) {
+      setSessionEnd(null);
+    }
   }
 
   function isFinal() {
@@ -173,6 +196,7 @@
         window.sessionStorage.setItem(TOKEN_KEY, token);
       } else {
         window.sessionStorage.removeItem(TOKEN_KEY);
+        window.sessionStorage.removeItem(SESSION_KEY);
       }
     } catch (e) {
       // kept in memory only
@@ -215,6 +239,21 @@
   }
 
   function endedText(data) {
+    const reason = data && data.reason;
+    if (reason === 'revoked') {
+      return 'session ended through the API (by the job or an operator)';
+    }
+    if (reason === 'handback') {
+      // A viewer did not press the button: the same ending, told as what happened.
+      const who = viewing ? 'the session was handed back' : 'you handed the session back';
+      if (data.handback === 'continue') {
+        return who + '; the job continues';
+      }
+      if (data.handback === 'fail') {
+        return who + '; the job will fail';
+      }
+      return who;
+    }
     if (data && data.exit_status !== null && data.exit_status !== undefined) {
       return 'session ended (exit status ' + data.exit_status + ')';
     }
@@ -238,12 +277,15 @@
           term.reset();
           received = 0;
           followSize(data);
+          setSessionEnd(data && data.ends_in);
           setState('viewing', 'viewing ' + targetText(data) + ' (read-only)');
           break;
         }
         if (data && typeof data.resume_token === 'string') {
           saveToken(data.resume_token);
         }
+        resetHandback(Boolean(data && data.handback === true));
+        setSessionEnd(data && data.ends_in);
         setState('connected', 'connected to ' + targetText(data));
         term.focus();
         break;
@@ -258,11 +300,21 @@
         if (flow.paused) {
           sendEvent('pause');
         }
+        // A handback sent on the socket that dropped may never have arrived: the buttons
+        // work again. What the server says here (if it says it) replaces what the page had.
+        resetHandback(data && typeof data.handback === 'boolean' ? data.handback : handback.enabled);
+        if (data && 'ends_in' in data) {
+          setSessionEnd(data.ends_in);
+        }
         setState('connected', 'connected to ' + targetText(data));
         term.focus();
         break;
       case 'terminal-size':
         followSize(data);
+        break;
+      case 'session-timer':
+        // The job extended the session: the new time to its limit replaces the old one.
+        setSessionEnd(data && data.ends_in);
         break;
       case 'ssh-closed':
         saveToken(null);
@@ -428,6 +480,152 @@
 
   noticeEl.addEventListener('dblclick', function () {
     showNotice('');
+  });
+
+  // --- the session's time limit ---
+
+  // performance.now() is monotonic: a wall-clock change does not move the deadline.
+  // endsAtWall is the same deadline on the clock a reloaded page shares, to be kept.
+  const timer = { endsAt: null, endsAtWall: null, tick: null };
+
+  // ends_in: seconds from now to the session's time limit, or null for none.
+  function setSessionEnd(endsIn) {
+    const known = typeof endsIn === 'number' && endsIn >= 0;
+    timer.endsAt = known ? performance.now() + endsIn * 1000 : null;
+    timer.endsAtWall = known ? Date.now() + endsIn * 1000 : null;
+    updateTimer();
+    saveSessionInfo();
+  }
+
+  // Shows the time left as mm:ss once it is under TIMER_SHOWN_BELOW_S, and sets the next
+  // look: when the shown second changes, else when it is due to show. Seconds round up,
+  // so 00:00 means the limit has come (the server's ssh-error follows).
+  function updateTimer() {
+    clearTimeout(timer.tick);
+    timer.tick = null;
+    const leftMs = timer.endsAt === null ? null : Math.max(0, timer.endsAt - performance.now());
+    const shown = leftMs !== null && leftMs < TIMER_SHOWN_BELOW_S * 1000;
+    if (shown) {
+      const left = Math.ceil(leftMs / 1000);
+      const mm = String(Math.floor(left / 60)).padStart(2, '0');
+      const ss = String(left % 60).padStart(2, '0');
+      timerEl.textContent = 'ends in ' + mm + ':' + ss;
+    }
+    if (timerEl.hidden === shown) {
+      timerEl.hidden = !shown;
+      fit();
+    }
+    if (leftMs !== null && leftMs > 0) {
+      const untilShown = leftMs - TIMER_SHOWN_BELOW_S * 1000;
+      const wait = shown ? leftMs % 1000 || 1000 : untilShown + 1;
+      timer.tick = setTimeout(updateTimer, Math.min(wait, TIMER_LONGEST_WAIT_MS));
+    }
+  }
+
+  // --- handback: the person ends the session with the job's verdict ---
+
+  // enabled: the session was created with "handback" (never for a viewer); armed: the
+  // verdict waiting for its confirm; sent: the verdict went out, the end is on its way.
+  const handback = { enabled: false, armed: null, sent: false, timer: null };
+
+  function resetHandback(enabled) {
+    handback.enabled = enabled && !viewing;
+    handback.armed = null;
+    handback.sent = false;
+    clearTimeout(handback.timer);
+    saveSessionInfo();
+  }
+
+  // Kept while the page holds a resume token (see SESSION_KEY); sessionStorage throws in
+  // some private modes, and then a reload forgets the buttons and the countdown.
+  function saveSessionInfo() {
+    if (viewing || !resumeToken) {
+      return;
+    }
+    try {
+      const info = { handback: handback.enabled, ends_at: timer.endsAtWall };
+      window.sessionStorage.setItem(SESSION_KEY, JSON.stringify(info));
+    } catch (e) {
+      // kept in memory only
+    }
+  }
+
+  // A reloaded page about to resume: the buttons and the deadline of the page before it.
+  function loadSessionInfo() {
+    let info = null;
+    try {
+      info = JSON.parse(window.sessionStorage.getItem(SESSION_KEY));
+    } catch (e) {
+      return;
+    }
+    if (info && typeof info === 'object') {
+      resetHandback(info.handback === true);
+      if (typeof info.ends_at === 'number') {
+        setSessionEnd(Math.max(0, (info.ends_at - Date.now()) / 1000));
+      }
+    }
+  }
+
+  function updateHandback() {
+    const shown = handback.enabled && !isFinal();
+    if (handbackEl.hidden === shown) {
+      handbackEl.hidden = !shown;
+      fit();
+    }
+    handbackChooseEl.hidden = handback.armed !== null;
+    handbackConfirmEl.hidden = handback.armed === null;
+    // While the socket is down a click would go nowhere.
+    const usable = !handback.sent && (state === 'connected' || state === 'draining');
+    handbackEl.querySelectorAll('button').forEach(function (button) {
+      button.disabled = !usable;
+    });
+  }
+
+  // The first step only asks. Focus goes to Cancel, the harmless answer, so a second
+  // Enter (or a held key repeating) does not confirm.
+  function armHandback(verdict) {
+    handback.armed = verdict;
+    handbackYesEl.textContent = verdict === 'continue' ? 'Yes — continue the job' : 'Yes — fail the job';
+    clearTimeout(handback.timer);
+    handback.timer = setTimeout(disarmHandback, HANDBACK_CONFIRM_MS);
+    updateHandback();
+    handbackCancelEl.focus();
+  }
+
+  // Back to the two buttons; the keyboard goes back to the terminal if it was here.
+  function disarmHandback() {
+    const hadFocus = handbackEl.contains(document.activeElement);
+    handback.armed = null;
+    clearTimeout(handback.timer);
+    updateHandback();
+    if (hadFocus && !isFinal()) {
+      term.focus();
+    }
+  }
+
+  document.getElementById('handback-continue').addEventListener('click', function () {
+    armHandback('continue');
+  });
+  document.getElementById('handback-fail').addEventListener('click', function () {
+    armHandback('fail');
+  });
+  // detail counts the clicks of a multi-click: the second click of a double-click on
+  // "Done" may land on "Yes", and is not a confirm. A key press has detail 0.
+  handbackYesEl.addEventListener('click', function (ev) {
+    if (ev.detail > 1 || handback.armed === null) {
+      return;
+    }
+    sendEvent('handback', handback.armed);
+    handback.sent = true;
+    clearTimeout(handback.timer);
+    updateHandback();
+    setState(state, 'ending the session…');
+  });
+  handbackCancelEl.addEventListener('click', disarmHandback);
+  handbackEl.addEventListener('keydown', function (ev) {
+    if (ev.key === 'Escape' && handback.armed !== null) {
+      disarmHandback();
+    }
   });
 
   // --- input, resize, title ---
@@ -620,5 +818,8 @@
     enumerable: true,
   });
 
+  if (resumeToken && !viewing) {
+    loadSessionInfo();
+  }
   connect();
 })();

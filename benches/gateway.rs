@@ -7,7 +7,7 @@
 //! which is this binary re-executed with `ssh_target::TARGET_ENV` set.
 //!
 //! Layout: this file holds the constants, `main` and the test bed; `gateway/scenarios.rs`
-//! the scenarios, `gateway/work.rs` what every client does alike, `gateway/clients.rs` the
+//! the scenarios (`gateway/waits.rs` the status long-polls'), `gateway/work.rs` what every client does alike, `gateway/clients.rs` the
 //! three clients, `gateway/process.rs` the processes it starts, `gateway/report.rs` payloads,
 //! /proc and the rows. The parts share this file's imports and constants (`use crate::*`):
 //! one bench binary, read as one program.
@@ -27,6 +27,8 @@ mod ssh_target;
 #[allow(dead_code)]
 #[path = "../tests/it/support/sshd.rs"]
 mod sshd;
+#[path = "gateway/waits.rs"]
+mod waits;
 #[allow(dead_code)]
 #[path = "../tests/it/support/watchdog.rs"]
 mod watchdog;
@@ -48,6 +50,7 @@ use clients::*;
 use process::*;
 use report::*;
 use scenarios::*;
+use waits::*;
 use work::*;
 
 use watchdog::Watchdog;
@@ -157,6 +160,9 @@ fn main() {
     }
     if wanted("record") {
         all.extend(record(&bed));
+    }
+    if wanted("waits") {
+        all.extend(waits(&bed));
     }
     // Last: the heaviest load, on a gateway and a target of its own (both gone after it).
     if wanted("target") {

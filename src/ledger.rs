@@ -549,12 +549,11 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// A client opened the link from `client`; `ends_at` is the session's cap.
-    pub fn claimed(&self, client: IpAddr, ends_at: Option<SystemTime>) {
+    /// A client opened the link from `client`.
+    pub fn claimed(&self, client: IpAddr) {
         self.ledger.change(&self.id, |s| {
             s.state = State::Connecting;
             s.expires_at = None;
-            s.ends_at = ends_at;
             s.claimed_at = Some(SystemTime::now());
             s.client = Some(client);
             s.attached = true;
@@ -562,8 +561,8 @@ impl Tracker {
         });
     }
 
-    /// The shell is ready.
-    pub fn ready(&self, recording: Option<String>) {
+    /// The shell is ready; `ends_at` is the session's cap, which starts now.
+    pub fn ready(&self, ends_at: Option<SystemTime>, recording: Option<String>) {
         self.ledger.change(&self.id, |s| {
             s.state = if s.attached {
                 State::Live
@@ -571,6 +570,7 @@ impl Tracker {
                 State::Detached
             };
             s.ready_at = Some(SystemTime::now());
+            s.ends_at = ends_at;
             s.recording = recording;
             Some(("ready", Value::Null))
         });
@@ -655,10 +655,10 @@ mod tests {
         let (mut rx, _) = ledger.watch(&id).unwrap();
         assert_eq!(rx.borrow_and_update().state, State::Pending);
         let tracker = ledger.tracker(id).unwrap();
-        tracker.claimed("127.0.0.1".parse().unwrap(), None);
+        tracker.claimed("127.0.0.1".parse().unwrap());
         assert!(rx.has_changed().unwrap());
         assert_eq!(rx.borrow_and_update().state, State::Connecting);
-        tracker.ready(None);
+        tracker.ready(None, None);
         assert_eq!(ledger.get(&id).unwrap().status.state, State::Live);
         tracker.detached();
         assert_eq!(ledger.get(&id).unwrap().status.state, State::Detached);

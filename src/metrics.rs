@@ -26,6 +26,7 @@ pub struct Metrics {
     pending: Gauge,
     live: Gauge,
     bridge_threads: Gauge,
+    waiters: Gauge,
 }
 
 /// The gauges' current values, read by the caller from their owners.
@@ -33,6 +34,8 @@ pub struct Gauges {
     pub pending: usize,
     pub live: usize,
     pub bridge_threads: usize,
+    /// Requests waiting on a session's state.
+    pub waiters: usize,
 }
 
 impl Default for Metrics {
@@ -50,6 +53,7 @@ impl Default for Metrics {
             pending: Gauge::default(),
             live: Gauge::default(),
             bridge_threads: Gauge::default(),
+            waiters: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -101,6 +105,11 @@ impl Default for Metrics {
             "bridge_threads",
             "SSH bridge threads running",
             m.bridge_threads.clone(),
+        );
+        registry.register(
+            "session_waiters",
+            "requests waiting on a session's state (GET /sessions/<id>?wait=)",
+            m.waiters.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -166,6 +175,7 @@ impl Metrics {
         set(&self.pending, gauges.pending);
         set(&self.live, gauges.live);
         set(&self.bridge_threads, gauges.bridge_threads);
+        set(&self.waiters, gauges.waiters);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -191,6 +201,7 @@ mod tests {
             pending: 4,
             live: 2,
             bridge_threads: 2,
+            waiters: 3,
         });
         for line in [
             "alfresco_create_session_requests_total{outcome=\"created\"} 2",
@@ -200,6 +211,7 @@ mod tests {
             "alfresco_sessions_pending 4",
             "alfresco_sessions_live 2",
             "alfresco_bridge_threads 2",
+            "alfresco_session_waiters 3",
             "alfresco_ssh_connect_seconds_count 1",
             "alfresco_webhook_deliveries_total{outcome=\"dropped\"} 1",
         ] {

@@ -405,6 +405,7 @@ fn metrics(
         pending: state.store.len(),
         live: state.ws.slots.live(),
         bridge_threads: state.ws.threads.load(std::sync::atomic::Ordering::Acquire),
+        waiters: state.waiters.count(),
     });
     Ok(uncached(
         StatusCode::OK,

@@ -342,14 +342,12 @@ pub fn extend(
             // A session without a cap has nothing to push.
             if let Some(current) = current {
                 let later = current + by;
-                if let (Some(bound), Some(claimed)) =
-                    (state.timers.max_session_time, status.claimed_at)
+                // The cap started when the shell was ready: the bound counts from there.
+                if let (Some(bound), Some(ready)) = (state.timers.max_session_time, status.ready_at)
                 {
-                    let claimed_ago = SystemTime::now()
-                        .duration_since(claimed)
-                        .unwrap_or_default();
-                    let claimed_at = tokio::time::Instant::now().checked_sub(claimed_ago);
-                    if claimed_at.is_some_and(|c| later.duration_since(c) > bound) {
+                    let ready_ago = SystemTime::now().duration_since(ready).unwrap_or_default();
+                    let ready_at = tokio::time::Instant::now().checked_sub(ready_ago);
+                    if ready_at.is_some_and(|r| later.duration_since(r) > bound) {
                         return Err(ApiError::invalid_field(
                             "by",
                             &format!(

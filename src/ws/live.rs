@@ -178,7 +178,7 @@ impl Live<'_> {
         let now = tokio::time::Instant::now();
         // Far enough away to mean "never" for a timer that is off.
         let never = now + Duration::from_secs(100 * 365 * 86_400);
-        // The cap, as the claim set it; an extend moves it (`deadline.changed()`).
+        // The cap, set when the shell is ready; an extend moves it (`deadline.changed()`).
         let mut deadline = self.tracker.control.deadline.subscribe();
         let lifetime = tokio::time::sleep_until(deadline.borrow_and_update().unwrap_or(never));
         let revoked = self.tracker.control.revoked.clone();
@@ -294,7 +294,13 @@ impl Live<'_> {
                         self.size = (cols, rows);
                         self.recording.start(cols, rows, &self.target);
                         self.ready = true;
-                        self.tracker.ready(self.recording.name());
+                        // The cap starts now; the API moves it through the same channel.
+                        let cap = self.options.max_duration.map(|d| tokio::time::Instant::now() + d);
+                        self.tracker.control.deadline.send_replace(cap);
+                        deadline.borrow_and_update();
+                        lifetime.as_mut().reset(cap.unwrap_or(never));
+                        let ends_at = self.options.max_duration.map(|d| std::time::SystemTime::now() + d);
+                        self.tracker.ready(ends_at, self.recording.name());
                         let token = self.options.resume_grace.map(|_| self.registration.rotate_token());
                         self.resumable = token.is_some();
                         let ready = ServerEvent::ConnectionReady {

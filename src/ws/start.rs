@@ -3,7 +3,7 @@
 //! resumes or views. Holds no session itself: what follows the claim is `live`'s.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 use uuid::Uuid;
@@ -209,12 +209,9 @@ async fn run(
     let recording = Recording::new(ctx.settings.record.as_ref(), &id.to_string(), &request.term);
     tracing::info!(%target, auth = request.credentials.method(), "session claimed");
     let claimed = Instant::now();
-    // The cap runs from the claim; extend moves it through the ledger's control.
-    let cap = options
-        .max_duration
-        .map(|d| tokio::time::Instant::now() + d);
-    tracker.control.deadline.send_replace(cap);
-    tracker.claimed(client, options.max_duration.map(|d| SystemTime::now() + d));
+    // The cap (`max_duration`) starts when the shell is ready: connecting is bounded by
+    // --connect-timeout, and the person's time is what the cap is about.
+    tracker.claimed(client);
 
     let deadline = tokio::time::Instant::now() + ctx.settings.connect_timeout;
     let revoked = tracker.control.revoked.clone();

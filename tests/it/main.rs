@@ -11,6 +11,7 @@ mod contrib;
 mod destination;
 mod docs;
 mod fuzz;
+mod handback_page;
 mod host_keys;
 
 mod lifecycle;

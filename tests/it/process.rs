@@ -26,6 +26,11 @@ struct Binary {
 impl Binary {
     /// Starts it on a free loopback port with `--log log`; returns it and its address.
     fn start(state_dir: &std::path::Path, log: &str) -> (Binary, String) {
+        Self::start_with(state_dir, log, &[])
+    }
+
+    /// `start`, with more flags.
+    fn start_with(state_dir: &std::path::Path, log: &str, extra: &[&str]) -> (Binary, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_alfresco-ssh"))
             .args([
                 "--listen",
@@ -37,6 +42,7 @@ impl Binary {
             ])
             .arg("--state-dir")
             .arg(state_dir)
+            .args(extra)
             .env("ALFRESCO_API_TOKEN", TEST_TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -138,10 +144,17 @@ async fn connect(addr: &str) -> tokio::net::TcpStream {
 }
 
 async fn create(addr: &str, body: &serde_json::Value) -> String {
+    let (status, value) = create_as(addr, TEST_TOKEN, body).await;
+    assert_eq!(status, 201, "{value}");
+    value["id"].as_str().expect("an id").to_owned()
+}
+
+/// Posts create-session with `token`; the status code and the JSON answer.
+async fn create_as(addr: &str, token: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
     let body = body.to_string();
     let mut stream = connect(addr).await;
     let head = format!(
-        "POST /create-session HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TEST_TOKEN}\r\n\
+        "POST /create-session HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
@@ -155,7 +168,46 @@ async fn create(addr: &str, body: &serde_json::Value) -> String {
     let answer = String::from_utf8(answer).unwrap();
     let json = answer.split("\r\n\r\n").nth(1).expect("a body");
     let value: serde_json::Value = serde_json::from_str(json).expect("JSON");
-    value["id"].as_str().expect("an id").to_owned()
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reads_the_token_file_again() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "ci:first-token-0123456789abcdef\n").unwrap();
+    let file = tokens.to_str().unwrap();
+    let (mut binary, addr) = Binary::start_with(dir.path(), "info", &["--api-token-file", file]);
+    let body = crate::support::password_body(&sshd);
+    assert_eq!(
+        create_as(&addr, "first-token-0123456789abcdef", &body)
+            .await
+            .0,
+        201
+    );
+    std::fs::write(&tokens, "ci:second-token-0123456789abcdef\n").unwrap();
+    let pid = rustix::process::Pid::from_raw(binary.child.id() as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    binary.wait_for("API tokens reloaded");
+    assert_eq!(
+        create_as(&addr, "first-token-0123456789abcdef", &body)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        create_as(&addr, "second-token-0123456789abcdef", &body)
+            .await
+            .0,
+        201
+    );
+    assert!(!binary.log.contains("second-token"), "no token in the log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

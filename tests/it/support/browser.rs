@@ -251,6 +251,22 @@ impl Browser {
         self.call(&format!("click {css}"), element.click()).await;
     }
 
+    /// Types `text` as key presses into the element `css` matches (WebDriver focuses it
+    /// first), e.g. Enter on a button.
+    pub async fn send_keys(&self, css: &str, text: &str) {
+        let element = self
+            .call(
+                &format!("find {css}"),
+                self.client().find(Locator::Css(css)),
+            )
+            .await;
+        self.call(
+            &format!("type {text:?} into {css}"),
+            element.send_keys(text),
+        )
+        .await;
+    }
+
     /// Types `text` into the terminal as key presses.
     pub async fn type_text(&self, text: &str) {
         let input = self.input().await;
