@@ -89,7 +89,10 @@ impl Webhooks {
     pub fn from_config(config: &Config, metrics: Arc<Metrics>) -> Option<Arc<Webhooks>> {
         let settings = config.webhook.as_ref()?;
         match Webhooks::start(settings, DeliveryPolicy::default(), metrics) {
-            Ok(webhooks) => Some(webhooks),
+            Ok(webhooks) => {
+                webhooks.log_start(settings);
+                Some(webhooks)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "webhooks are off");
                 None
@@ -146,6 +149,42 @@ impl Webhooks {
             closing,
             tasks,
         }))
+    }
+
+    /// Says once, at start-up, where events go and what is unsafe about it: unsigned
+    /// bodies can be forged, and plain http off this host carries the link in clear.
+    fn log_start(&self, settings: &WebhookSettings) {
+        let endpoints: Vec<String> = settings.endpoints.iter().map(|e| e.to_string()).collect();
+        tracing::info!(
+            endpoints = ?endpoints,
+            format = ?settings.format,
+            signed = settings.secret.is_some(),
+            "webhooks on"
+        );
+        if settings.secret.is_none() {
+            tracing::warn!(
+                "webhooks are unsigned (no --webhook-secret-file): receivers cannot tell them from forgeries"
+            );
+        }
+        for endpoint in &settings.endpoints {
+            let url = endpoint.expose();
+            let host = url.host_str().unwrap_or_default();
+            // IPv6 hosts come bracketed, `[::1]`.
+            let bare = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            let loopback = bare.eq_ignore_ascii_case("localhost")
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if url.scheme() == "http" && !loopback {
+                tracing::warn!(
+                    endpoint = %endpoint,
+                    "webhook over plain http: session links and status cross the network in clear"
+                );
+            }
+        }
     }
 
     /// Never blocks, never awaits: queues one delivery per endpoint (a full queue drops it,

@@ -432,6 +432,40 @@ async fn a_named_endpoint_is_resolved() {
     counted(&metrics, Outcome::Delivered, 1).await;
 }
 
+/// Start-up says where events go, and warns of unsigned bodies and of plain http off this
+/// host, naming endpoints by host only.
+#[test]
+fn start_up_warns_of_unsigned_and_cleartext_webhooks() {
+    let capture = Capture::default();
+    let subscriber = alfresco_ssh::logging::subscriber("info", false, false, capture.clone())
+        .expect("the log filter");
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = config(&[
+        "--webhook",
+        "http://198.51.100.7/hook/SECRET-PATH",
+        "--webhook",
+        "http://127.0.0.1:9/x",
+        "--webhook",
+        "http://[::1]:9/x",
+    ]);
+    runtime.block_on(async {
+        let metrics = Arc::new(Metrics::default());
+        let webhooks = Webhooks::from_config(&config, metrics).expect("webhooks on");
+        webhooks.shutdown();
+    });
+    let logs = capture.text();
+    assert!(logs.contains("webhooks on"), "{logs}");
+    assert_eq!(logs.matches("webhooks are unsigned").count(), 1, "{logs}");
+    let cleartext: Vec<&str> = logs.lines().filter(|l| l.contains("plain http")).collect();
+    assert_eq!(cleartext.len(), 1, "{logs}");
+    assert!(cleartext[0].contains("http://198.51.100.7"), "{logs}");
+    assert!(!logs.contains("SECRET-PATH"), "{logs}");
+}
+
 #[tokio::test]
 async fn redirects_are_not_followed() {
     let elsewhere = Receiver::start(Answer::Ok).await;
