@@ -877,6 +877,16 @@ mod tests {
             "{err}"
         );
         assert!(Args::try_parse_from(["alfresco-ssh", "--webhook-format", "xml"]).is_err());
+        // In a --config file, a list.
+        let c = with_file(
+            "webhook = [\"https://a.example/x\", \"http://127.0.0.1:9/y\"]\nwebhook-format = \"slack\"\n",
+            &[],
+        )
+        .unwrap();
+        let w = c.webhook.unwrap();
+        assert_eq!(w.endpoints.len(), 2);
+        assert_eq!(w.format, WebhookFormat::Slack);
+        assert!(w.secret.is_none());
     }
 
     #[test]

@@ -117,7 +117,8 @@ fn outcome(session: &Value) -> String {
 }
 
 /// Slack's three control characters, escaped as its message format asks: a user name such as
-/// `<!channel>` stays text and pings no one.
+/// `<!channel>` stays text and pings no one. Control characters (a newline in an SSH
+/// server's error message) become spaces, so the message stays one line.
 fn slack_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -125,6 +126,7 @@ fn slack_escape(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
+            c if c.is_control() => out.push(' '),
             c => out.push(c),
         }
     }
@@ -204,6 +206,12 @@ mod tests {
         assert_eq!(
             slack_text("ready", &s, None),
             "SSH session `&lt;!channel&gt;'x&amp;y@h:22` (?) is live"
+        );
+        let s = json!({"end_reason": "auth_failed", "end_message": "denied\r\nby\tpolicy"});
+        assert!(
+            slack_text("failed", &s, None).ends_with("failed: auth_failed (denied  by policy)"),
+            "{}",
+            slack_text("failed", &s, None)
         );
     }
 }
