@@ -825,6 +825,57 @@ async fn stalled_and_failing_receivers_do_not_change_the_session() {
     );
 }
 
+/// 20 echo round trips and a 100,000-line flood through one session of `gw`: how long each
+/// took.
+async fn session_figures(gw: &Gateway, sshd: &Sshd) -> (Duration, Duration) {
+    let mut term = gw.open(&password_body(sshd), 80, 24).await;
+    term.ready().await;
+    let started = Instant::now();
+    for n in 0..20 {
+        let marker = format!("echo-{n}-{}", std::process::id());
+        assert_eq!(
+            term.run(&format!("echo {marker}")).await,
+            format!("{marker}\r\n")
+        );
+    }
+    let echoes = started.elapsed();
+    let started = Instant::now();
+    term.input("seq 1 100000; echo flood-''done\r").await;
+    term.wait_for("flood-done\r\n").await;
+    let flood = started.elapsed();
+    term.input("exit\r").await;
+    term.expect("ssh-closed").await;
+    (echoes, flood)
+}
+
+/// The same session figures with no webhooks and with a stalled and a failing receiver:
+/// webhooks act only at state changes, so nothing on the data path waits for them. Printed
+/// for the record; asserted only to work, since timings on a shared machine are noisy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_figures_with_and_without_stalled_webhooks() {
+    let sshd = Sshd::start();
+    let plain = Gateway::start().await;
+    let (echo_plain, flood_plain) = session_figures(&plain, &sshd).await;
+    plain.assert_idle().await;
+    plain.stop().await;
+
+    let stalled = Receiver::start(Answer::Never).await;
+    let failing = Receiver::start(Answer::Status(500)).await;
+    let (a, b) = (stalled.url("/"), failing.url("/"));
+    let hooked = gateway_with(&["--webhook", &a, "--webhook", &b]).await;
+    let (echo_hooked, flood_hooked) = session_figures(&hooked, &sshd).await;
+    eprintln!(
+        "20 echoes: {echo_plain:?} without webhooks, {echo_hooked:?} with a stalled and a \
+         failing receiver; 100,000-line flood: {flood_plain:?} / {flood_hooked:?}"
+    );
+    assert_eq!(
+        stalled.seen().len(),
+        1,
+        "the stalled receiver held its first delivery"
+    );
+    hooked.assert_idle().await;
+}
+
 /// A graceful shutdown still sends the last events, `ended` with `server_shutdown`: the
 /// receiver takes 1 s per event, so when the session has ended `ended` is still queued
 /// behind the others, and `run` returns only once it went out.
