@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use crate::support::gateway::{Gateway, TEST_TOKEN};
 use crate::support::logs::Capture;
 use crate::support::sshd::Sshd;
+use crate::support::tls::TestCert;
 use crate::support::{WAIT, password_body};
 
 const SECRET: &str = "webhook-secret-for-tests-5e1f";
@@ -72,11 +73,23 @@ struct Receiver {
     answer: Arc<Mutex<Answer>>,
     seen: Arc<Mutex<Vec<Received>>>,
     count: watch::Receiver<usize>,
+    /// TCP connections accepted, TLS handshakes that failed included.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
     async fn start(answer: Answer) -> Receiver {
+        Receiver::serve(answer, None).await
+    }
+
+    /// Over TLS with `cert` (self-signed: trusted by no root store).
+    async fn start_tls(answer: Answer, cert: &TestCert) -> Receiver {
+        let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config());
+        Receiver::serve(answer, Some(acceptor)).await
+    }
+
+    async fn serve(answer: Answer, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let answer = Arc::new(Mutex::new(answer));
@@ -84,6 +97,8 @@ impl Receiver {
         let (counter, count) = watch::channel(0);
         let counter = Arc::new(counter);
         let (a, s) = (answer.clone(), seen.clone());
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             // Connections live in the set, so aborting this task closes them too.
             let mut connections = tokio::task::JoinSet::new();
@@ -91,15 +106,27 @@ impl Receiver {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (a, s, counter) = (a.clone(), s.clone(), counter.clone());
                 let service = hyper::service::service_fn(move |request| {
                     handle(request, a.clone(), s.clone(), counter.clone())
                 });
+                let tls = tls.clone();
                 connections.spawn(async move {
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = http.serve_connection(io, service).await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = http.serve_connection(io, service).await;
+                        }
+                    }
                 });
             }
         });
@@ -108,6 +135,7 @@ impl Receiver {
             answer,
             seen,
             count,
+            connections,
             task,
         }
     }
@@ -464,6 +492,26 @@ fn start_up_warns_of_unsigned_and_cleartext_webhooks() {
     assert_eq!(cleartext.len(), 1, "{logs}");
     assert!(cleartext[0].contains("http://198.51.100.7"), "{logs}");
     assert!(!logs.contains("SECRET-PATH"), "{logs}");
+}
+
+/// HTTPS receivers are verified: one whose certificate no root vouches for (self-signed)
+/// gets the TLS handshake and nothing more, each attempt, and the delivery fails.
+#[tokio::test]
+async fn an_untrusted_certificate_gets_no_delivery() {
+    let cert = TestCert::generate();
+    let receiver = Receiver::start_tls(Answer::Ok, &cert).await;
+    let url = format!("https://127.0.0.1:{}/hook", receiver.addr.port());
+    let (webhooks, metrics, _dir) = start(&[url], true, "json", quick());
+    webhooks.notify("created", &status("pending"), Some("https://gw/link"));
+    counted(&metrics, Outcome::Failed, 1).await;
+    assert_eq!(receiver.seen().len(), 0, "no request got through");
+    let tried = receiver
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        tried, 4,
+        "each attempt reached the port and was refused at the handshake"
+    );
 }
 
 #[tokio::test]
