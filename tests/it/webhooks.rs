@@ -1034,3 +1034,34 @@ async fn a_page_that_leaves_and_resumes_posts_detached_and_resumed() {
     gw.assert_idle().await;
     gw.stop().await;
 }
+
+/// The binary refuses a bad webhook flag at start-up (`--check-config` here), with the
+/// flag's position and never the URL: a URL's path may be its secret.
+#[test]
+fn check_config_refuses_bad_webhook_flags() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_alfresco-ssh"))
+            .arg("--check-config")
+            .args(args)
+            .env_remove("ALFRESCO_WEBHOOK")
+            .env_remove("ALFRESCO_WEBHOOK_SECRET_FILE")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = run(&["--webhook", "ftp://hooks.example/SECRET-PATH"]);
+    assert!(!ok);
+    assert!(stderr.contains("--webhook #1: only http"), "{stderr}");
+    assert!(!stderr.contains("SECRET-PATH"), "{stderr}");
+    let (ok, stderr) = run(&["--webhook-secret-file", "/nonexistent/secret"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--webhook-secret-file needs --webhook"),
+        "{stderr}"
+    );
+    let (ok, stderr) = run(&["--webhook", "https://hooks.example/x"]);
+    assert!(ok, "{stderr}");
+}
