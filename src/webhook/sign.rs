@@ -64,6 +64,12 @@ mod tests {
                 hmac_sha256_hex(secret, br#"1700000000.{"event":"created"}"#)
             )
         );
+        // The same value as docs/WEBHOOKS.md's recipes give: `printf '%s.%s' … | openssl
+        // dgst -sha256 -hmac …` and Python's hmac module, computed by hand.
+        assert_eq!(
+            sig,
+            "sha256=9c96d90950b04e4fc306ce235608ee1886aacb606cdadd00e732473996ba6429"
+        );
         assert_ne!(sig, signature(secret, 1_700_000_001, body));
         assert_ne!(sig, signature(b"0123456789abcdeF", 1_700_000_000, body));
     }
