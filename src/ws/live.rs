@@ -236,7 +236,9 @@ impl Live<'_> {
                         lifetime.as_mut().reset(cap.unwrap_or(never));
                         let ends_in = ends_in(cap);
                         tracing::info!(ends_in, "session cap moved");
-                        self.send_client(ServerEvent::SessionTimer { ends_in }.encode()).await;
+                        let timer = ServerEvent::SessionTimer { ends_in }.encode();
+                        self.viewers.broadcast(&timer);
+                        self.send_client(timer).await;
                     }
                 }
                 () = &mut lifetime => {
@@ -519,6 +521,8 @@ impl Live<'_> {
             resume_token: &token,
             offset: replay.from,
             truncated: replay.truncated,
+            handback: self.options.handback,
+            ends_in: ends_in(*self.tracker.control.deadline.borrow()),
         };
         self.send_client(resumed.encode()).await;
         for chunk in replay.chunks {

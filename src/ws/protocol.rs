@@ -247,6 +247,9 @@ pub enum ServerEvent<'a> {
         resume_token: &'a str,
         offset: u64,
         truncated: bool,
+        /// As in `connection-ready`: a resumed page learns (again) what it may show.
+        handback: bool,
+        ends_in: Option<u64>,
     },
     /// The session's terminal size changed (sent to viewers, whose page follows it).
     TerminalSize {
@@ -308,10 +311,13 @@ impl ServerEvent<'_> {
                 resume_token,
                 offset,
                 truncated,
+                handback,
+                ends_in,
             } => event(
                 name::SESSION_RESUMED,
                 json!({"cols": cols, "rows": rows, "target": target, "resume_token": resume_token,
-                       "offset": offset, "truncated": truncated}),
+                       "offset": offset, "truncated": truncated, "handback": handback,
+                       "ends_in": ends_in}),
             ),
             ServerEvent::TerminalSize { cols, rows } => {
                 event(name::TERMINAL_SIZE, json!({"cols": cols, "rows": rows}))

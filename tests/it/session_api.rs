@@ -725,3 +725,61 @@ async fn a_token_file_is_read_again_on_reload() {
     assert_eq!(create("second-token-0123456789abcdef").await, 201);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extend_reaches_viewers_and_a_page_that_was_away() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start_with(|c| c.resume_grace = Some(Duration::from_secs(60))).await;
+    let id = gw
+        .create_id(&with(
+            password_body(&sshd),
+            json!({"max_duration": "200s", "handback": true}),
+        ))
+        .await;
+    let mut term = open(&gw, &id).await;
+    let ready = term.ready().await;
+    let token = ready["resume_token"].as_str().unwrap().to_owned();
+    let share = gw
+        .post(&format!("/sessions/{id}/share"), "application/json", b"")
+        .await;
+    assert_eq!(share.status, 201, "{}", share.text());
+    let link = share.json()["view_id"].as_str().unwrap().to_owned();
+    let mut viewer = gw.ws().await;
+    viewer.send_event("view-session", json!({"id": link})).await;
+    assert_eq!(viewer.expect("connection-ready").await["handback"], false);
+    // The page goes away; the job extends; the viewer hears it at once.
+    term.vanish();
+    let s = wait(&gw, &id, "wait=detached&timeout=15s").await.json();
+    assert_eq!(s["state"], "detached", "{s}");
+    let res = gw
+        .call(
+            "POST",
+            &format!("/sessions/{id}/extend"),
+            Some(TEST_TOKEN),
+            Some(&json!({"by": "10m"})),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let timer = viewer.expect("session-timer").await;
+    assert!(
+        (780..=800).contains(&timer["ends_in"].as_u64().unwrap()),
+        "{timer}"
+    );
+    // The page that comes back learns the new cap and keeps its buttons.
+    let mut back = gw.ws().await;
+    back.send_event(
+        "resume-session",
+        json!({"token": token, "offset": 0, "cols": 80, "rows": 24}),
+    )
+    .await;
+    let resumed = back.expect("session-resumed").await;
+    assert_eq!(resumed["handback"], true, "{resumed}");
+    assert!(
+        (780..=800).contains(&resumed["ends_in"].as_u64().unwrap()),
+        "{resumed}"
+    );
+    back.input("exit\r").await;
+    back.expect("ssh-closed").await;
+    gw.assert_idle().await;
+    gw.stop().await;
+}
