@@ -19,6 +19,8 @@
 //! `server` ties them together, and does the TLS handshake when configured; `main` only
 //! turns the command line into a `Config` and a `logging` subscriber (or hands `replay FILE`
 //! to `record::replay`, and `session …` to `client`, the CI side's HTTP client of the API).
+//! `webhook` posts session events to the operator's URLs from tasks of its own, so a slow
+//! receiver never slows a session.
 //!
 //! The HTTP and WebSocket contract is docs/PROTOCOL.md.
 #![forbid(unsafe_code)]
@@ -37,6 +39,7 @@ pub mod server;
 pub mod ssh;
 pub mod store;
 pub mod tls;
+pub mod webhook;
 pub mod ws;
 
 pub use config::{Args, Config};

@@ -22,6 +22,7 @@ pub struct Metrics {
     connect_seconds: Histogram,
     bytes: Family<Labels, Counter>,
     frames: Family<Labels, Counter>,
+    webhook_deliveries: Family<Labels, Counter>,
     pending: Gauge,
     live: Gauge,
     bridge_threads: Gauge,
@@ -48,6 +49,7 @@ impl Default for Metrics {
             connect_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             bytes: Family::default(),
             frames: Family::default(),
+            webhook_deliveries: Family::default(),
             pending: Gauge::default(),
             live: Gauge::default(),
             bridge_threads: Gauge::default(),
@@ -83,6 +85,11 @@ impl Default for Metrics {
             "websocket_frames",
             "WebSocket data frames, by direction",
             m.frames.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "webhook deliveries, by outcome (delivered, failed after its retries, dropped from a full queue)",
+            m.webhook_deliveries.clone(),
         );
         registry.register(
             "sessions_pending",
@@ -126,6 +133,20 @@ impl Metrics {
         self.attaches
             .get_or_create(&vec![("outcome", outcome)])
             .inc();
+    }
+
+    /// One webhook delivery's outcome: `delivered`, `failed` or `dropped`.
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+    }
+
+    /// How many webhook deliveries ended with `outcome` so far; tests poll it.
+    pub fn webhook_deliveries(&self, outcome: &'static str) -> u64 {
+        self.webhook_deliveries
+            .get_or_create(&vec![("outcome", outcome)])
+            .get()
     }
 
     pub fn connected(&self, seconds: f64) {
@@ -174,6 +195,8 @@ mod tests {
         m.session_ended("exited");
         m.traffic(3, 10, 1, 2);
         m.connected(0.05);
+        m.webhook_delivery("dropped");
+        assert_eq!(m.webhook_deliveries("dropped"), 1);
         let text = m.render(Gauges {
             pending: 4,
             live: 2,
@@ -190,6 +213,7 @@ mod tests {
             "alfresco_bridge_threads 2",
             "alfresco_session_waiters 3",
             "alfresco_ssh_connect_seconds_count 1",
+            "alfresco_webhook_deliveries_total{outcome=\"dropped\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

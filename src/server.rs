@@ -30,10 +30,11 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::http;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Observer};
 use crate::metrics::Metrics;
 use crate::ssh::{Dialer, HostKeys};
 use crate::store::Store;
+use crate::webhook::Webhooks;
 use crate::ws;
 
 /// A client gets this long to send its request headers (slowloris guard).
@@ -42,6 +43,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for connections and sessions to finish.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// After the sessions, how long shutdown keeps sending queued webhook events (their last
+/// `ended`); a receiver that is down costs no more than this.
+const WEBHOOK_DRAIN: Duration = Duration::from_secs(5);
 /// Pending sessions are swept at least this often (and at half the TTL when shorter).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -50,6 +54,8 @@ pub struct Server {
     drain_timeout: Duration,
     /// `Some` when the listener speaks TLS (`Config::tls`).
     tls: Option<TlsAcceptor>,
+    /// `Some` with `--webhook`: told of every session event by the ledger.
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 /// A read-only view of the server's counts, for tests, health and leak checks.
@@ -101,10 +107,12 @@ impl Server {
             config.state_dir.as_deref(),
         )?;
         let store = Arc::new(Store::new(config.session_ttl, config.max_pending));
+        let metrics = Arc::new(Metrics::default());
+        let webhooks = Webhooks::from_config(config, metrics.clone());
         let ledger = Arc::new(Ledger::new(
             config.session_history,
             config.session_history_entries,
-            None,
+            webhooks.clone().map(|w| w as Arc<dyn Observer>),
         ));
         let ws = Arc::new(ws::Context {
             store: store.clone(),
@@ -116,7 +124,7 @@ impl Server {
             host_keys: Arc::new(host_keys),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             registry: Arc::default(),
             settings: ws::SessionSettings {
                 connect_timeout: config.connect_timeout,
@@ -162,6 +170,7 @@ impl Server {
             http,
             drain_timeout: config.drain_timeout,
             tls: config.tls.clone().map(TlsAcceptor::from),
+            webhooks,
         })
     }
 
@@ -181,6 +190,7 @@ impl Server {
             http: state,
             tls,
             drain_timeout,
+            webhooks,
         } = self;
         // hyper's own graceful helper does not cover upgradeable connections; this does.
         let connections = TaskTracker::new();
@@ -272,6 +282,9 @@ impl Server {
             );
         }
         let _ = sweeper.await;
+        if let Some(webhooks) = webhooks {
+            webhooks.drain(WEBHOOK_DRAIN).await;
+        }
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-use super::{ConfigError, HostKeyPolicy};
+use super::{ConfigError, HostKeyPolicy, WebhookFormat};
 
 /// The flags, as the user types them. `Config::try_from` checks them.
 #[derive(Debug, Parser)]
@@ -203,6 +203,22 @@ pub struct Args {
     /// --record-dir.
     #[arg(long, env = "ALFRESCO_RECORD_INPUT")]
     pub record_input: bool,
+
+    /// POST each session event (created, opened, ready, … ended) to this http(s) URL;
+    /// repeatable (in --config, a list). Deliveries are queued, retried and dropped without
+    /// ever slowing a session. The environment variable holds one URL.
+    #[arg(long, env = "ALFRESCO_WEBHOOK", value_name = "URL")]
+    pub webhook: Vec<String>,
+
+    /// A file holding the secret that signs webhook bodies (HMAC-SHA256 in
+    /// X-Alfresco-Signature), read once at start-up. Needs --webhook.
+    #[arg(long, env = "ALFRESCO_WEBHOOK_SECRET_FILE", value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+
+    /// Webhook body: `json` (the event and the session's status) or `slack` (`{"text": …}`,
+    /// for Slack and Mattermost incoming webhooks).
+    #[arg(long, env = "ALFRESCO_WEBHOOK_FORMAT", value_enum, default_value_t = WebhookFormat::Json)]
+    pub webhook_format: WebhookFormat,
 }
 
 /// Parses the command line and, with `--config FILE`, fills in from the file whatever no

@@ -42,6 +42,58 @@ pub enum HostKeyPolicy {
     InsecureAcceptAny,
 }
 
+/// The body `--webhook-format` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WebhookFormat {
+    /// `{"event", "delivery", "timestamp", "session", "url"?}`: for programs.
+    Json,
+    /// `{"text": "…"}`: a readable line for Slack or Mattermost incoming webhooks.
+    Slack,
+}
+
+/// A checked `--webhook` URL (http or https, with a host). Chat webhooks carry their secret
+/// in the path (Slack's `/services/T…/B…/…`), so `Display` and `Debug` show only the scheme,
+/// host and port; `expose()` is for the request itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookUrl(reqwest::Url);
+
+impl WebhookUrl {
+    /// The whole URL, path and query included; for sending, never for logs.
+    pub fn expose(&self) -> &reqwest::Url {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = self.0.host_str().unwrap_or_default();
+        match self.0.port() {
+            Some(port) => write!(f, "{}://{host}:{port}", self.0.scheme()),
+            None => write!(f, "{}://{host}", self.0.scheme()),
+        }
+    }
+}
+
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebhookUrl({self})")
+    }
+}
+
+/// Where session events are posted, how they are signed and shaped (`crate::webhook`).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// At least one; in the order given.
+    pub endpoints: Vec<WebhookUrl>,
+    /// The `--webhook-secret-file` contents, trimmed; `None`: deliveries are unsigned.
+    pub secret: Option<Arc<Secret<Vec<u8>>>>,
+    pub format: WebhookFormat,
+}
+
+/// Shortest webhook secret accepted, as for API tokens: a receiver's check is only as good
+/// as the secret is unguessable.
+pub const MIN_WEBHOOK_SECRET_LEN: usize = 16;
+
 /// The checked configuration `server::run` works from.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -93,6 +145,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// `None`: sessions are not recorded.
     pub record: Option<RecordSettings>,
+    /// `None`: no `--webhook`, no events are posted.
+    pub webhook: Option<WebhookSettings>,
 }
 
 impl Config {
@@ -193,6 +247,7 @@ impl TryFrom<&Args> for Config {
             (None, Some(_)) => return Err(ConfigError("--tls-key needs --tls-cert".into())),
         };
         let record = check_record(args)?;
+        let webhook = check_webhooks(args)?;
         Ok(Config {
             listen: args.listen,
             public_url,
@@ -224,8 +279,71 @@ impl TryFrom<&Args> for Config {
             host_key_policy: args.host_key_policy,
             state_dir: args.state_dir.clone(),
             record,
+            webhook,
         })
     }
+}
+
+/// `--webhook` URLs must be http(s) with a host, and the secret file readable and long
+/// enough, at start-up: a misspelt receiver found in production means events already lost.
+/// Errors name the flag and the URL's position, never the URL (its path may be a secret).
+fn check_webhooks(args: &Args) -> Result<Option<WebhookSettings>, ConfigError> {
+    if args.webhook.is_empty() {
+        if args.webhook_secret_file.is_some() {
+            return Err(ConfigError("--webhook-secret-file needs --webhook".into()));
+        }
+        return Ok(None);
+    }
+    let endpoints = args
+        .webhook
+        .iter()
+        .enumerate()
+        .map(|(i, url)| check_webhook_url(i + 1, url))
+        .collect::<Result<Vec<_>, _>>()?;
+    let secret = args
+        .webhook_secret_file
+        .as_deref()
+        .map(read_webhook_secret)
+        .transpose()?
+        .map(Arc::new);
+    Ok(Some(WebhookSettings {
+        endpoints,
+        secret,
+        format: args.webhook_format,
+    }))
+}
+
+/// The `n`th `--webhook`.
+fn check_webhook_url(n: usize, url: &str) -> Result<WebhookUrl, ConfigError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ConfigError(format!("--webhook #{n}: not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ConfigError(format!(
+            "--webhook #{n}: only http:// and https:// URLs are posted to"
+        )));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError(format!("--webhook #{n}: the URL has no host")));
+    }
+    Ok(WebhookUrl(parsed))
+}
+
+/// Read once; leading and trailing whitespace (the file's final newline) is not part of the
+/// secret. `fs::read` sizes its buffer from the file's length, and the untrimmed copy is
+/// wiped, so no stray copy of the secret is left in freed memory.
+fn read_webhook_secret(path: &std::path::Path) -> Result<Secret<Vec<u8>>, ConfigError> {
+    let raw = zeroize::Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| ConfigError(format!("--webhook-secret-file {}: {e}", path.display())))?,
+    );
+    let secret = raw.trim_ascii();
+    if secret.len() < MIN_WEBHOOK_SECRET_LEN {
+        return Err(ConfigError(format!(
+            "--webhook-secret-file {}: the secret must be at least {MIN_WEBHOOK_SECRET_LEN} bytes",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(secret.to_vec()))
 }
 
 /// The recording directory must exist or be creatable, and writable, at start-up: a
@@ -679,6 +797,96 @@ mod tests {
         std::fs::write(&file, "").unwrap();
         let e = parse(&["--record-dir", file.to_str().unwrap()]).unwrap_err();
         assert!(e.0.starts_with("--record-dir "), "{e}");
+    }
+
+    #[test]
+    fn webhook_flags() {
+        assert!(parse(&[]).unwrap().webhook.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("webhook-secret");
+        std::fs::write(&secret, "  s3cret-s3cret-s3cret\n").unwrap();
+        let c = parse(&[
+            "--webhook",
+            "https://hooks.example.com/services/T0/B0/SECRETPATH?x=1",
+            "--webhook",
+            "http://127.0.0.1:9000/hook",
+            "--webhook-secret-file",
+            secret.to_str().unwrap(),
+            "--webhook-format",
+            "slack",
+        ])
+        .unwrap();
+        let w = c.webhook.unwrap();
+        assert_eq!(w.format, WebhookFormat::Slack);
+        assert_eq!(w.secret.as_ref().unwrap().expose(), b"s3cret-s3cret-s3cret");
+        let shown: Vec<String> = w.endpoints.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            shown,
+            ["https://hooks.example.com", "http://127.0.0.1:9000"]
+        );
+        assert_eq!(w.endpoints[0].expose().path(), "/services/T0/B0/SECRETPATH");
+        // Neither the secret nor a URL's path reaches a Debug print of the config.
+        let debug = format!("{w:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("SECRETPATH"),
+            "{debug}"
+        );
+
+        for (args, start) in [
+            (
+                &["--webhook", "ftp://example.com/x"][..],
+                "--webhook #1: only http",
+            ),
+            (
+                &[
+                    "--webhook",
+                    "http://a.example",
+                    "--webhook",
+                    "file:///etc/passwd",
+                ][..],
+                "--webhook #2: only http",
+            ),
+            (&["--webhook", "not a url"][..], "--webhook #1: not a URL"),
+            (
+                &["--webhook-secret-file", "/nonexistent"][..],
+                "--webhook-secret-file needs --webhook",
+            ),
+            (
+                &[
+                    "--webhook",
+                    "https://a.example",
+                    "--webhook-secret-file",
+                    "/nonexistent/f",
+                ][..],
+                "--webhook-secret-file /nonexistent/f: ",
+            ),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.0.starts_with(start), "{args:?}: {err}");
+        }
+        std::fs::write(&secret, "short-SECRET\n").unwrap();
+        let err = parse(&[
+            "--webhook",
+            "https://a.example",
+            "--webhook-secret-file",
+            secret.to_str().unwrap(),
+        ])
+        .unwrap_err();
+        assert!(
+            err.0.contains("at least 16 bytes") && !err.0.contains("SECRET"),
+            "{err}"
+        );
+        assert!(Args::try_parse_from(["alfresco-ssh", "--webhook-format", "xml"]).is_err());
+        // In a --config file, a list.
+        let c = with_file(
+            "webhook = [\"https://a.example/x\", \"http://127.0.0.1:9/y\"]\nwebhook-format = \"slack\"\n",
+            &[],
+        )
+        .unwrap();
+        let w = c.webhook.unwrap();
+        assert_eq!(w.endpoints.len(), 2);
+        assert_eq!(w.format, WebhookFormat::Slack);
+        assert!(w.secret.is_none());
     }
 
     #[test]

@@ -28,3 +28,4 @@ mod session_api;
 mod sessions;
 mod share;
 mod tls;
+mod webhooks;
