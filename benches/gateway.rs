@@ -7,7 +7,7 @@
 //! which is this binary re-executed with `ssh_target::TARGET_ENV` set.
 //!
 //! Layout: this file holds the constants, `main` and the test bed; `gateway/scenarios.rs`
-//! the scenarios (`gateway/waits.rs` the status long-polls'), `gateway/work.rs` what every client does alike, `gateway/clients.rs` the
+//! the scenarios (`gateway/waits.rs` the status long-polls, `gateway/webhooks.rs` sessions with webhooks on), `gateway/work.rs` what every client does alike, `gateway/clients.rs` the
 //! three clients, `gateway/process.rs` the processes it starts, `gateway/report.rs` payloads,
 //! /proc and the rows. The parts share this file's imports and constants (`use crate::*`):
 //! one bench binary, read as one program.
@@ -32,6 +32,8 @@ mod waits;
 #[allow(dead_code)]
 #[path = "../tests/it/support/watchdog.rs"]
 mod watchdog;
+#[path = "gateway/webhooks.rs"]
+mod webhooks;
 #[path = "gateway/work.rs"]
 mod work;
 
@@ -51,6 +53,7 @@ use process::*;
 use report::*;
 use scenarios::*;
 use waits::*;
+use webhooks::*;
 use work::*;
 
 use watchdog::Watchdog;
@@ -163,6 +166,9 @@ fn main() {
     }
     if wanted("waits") {
         all.extend(waits(&bed));
+    }
+    if wanted("webhooks") {
+        all.extend(webhooks(&bed));
     }
     // Last: the heaviest load, on a gateway and a target of its own (both gone after it).
     if wanted("target") {
