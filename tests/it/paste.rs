@@ -126,3 +126,34 @@ async fn long_line_into_a_program_that_does_not_read() {
     expect_count(&mut term, len, "late").await;
     end(term, gw).await;
 }
+
+/// Issue 19's report: a multi-line paste (64-character lines, 4–64 KiB) into `wc -c` with
+/// echo off ended the session. Every line must arrive, echo off and on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_line_paste_into_a_line_reader() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start().await;
+    let mut term = open(&gw, &sshd).await;
+    // 63 characters and the Enter a browser sends for a newline: 64 bytes a line.
+    let line = format!("{}\r", "m".repeat(63));
+    for (echo, len) in [
+        ("-echo", 4 * KIB),
+        ("-echo", 16 * KIB),
+        ("-echo", 64 * KIB),
+        ("echo", 64 * KIB),
+    ] {
+        let marker = format!("{echo}{len}");
+        term.input(&format!(
+            "stty {echo}; echo ready''-{marker}; wc -c; stty echo; echo counted''-{marker}\r"
+        ))
+        .await;
+        term.wait_for(&format!("ready-{marker}")).await;
+        let text = line.repeat(len / line.len());
+        for chunk in text.as_bytes().chunks(FRAME) {
+            term.input(std::str::from_utf8(chunk).unwrap()).await;
+        }
+        term.input("\x04").await;
+        expect_count(&mut term, len, &marker).await;
+    }
+    end(term, gw).await;
+}
