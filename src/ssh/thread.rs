@@ -134,6 +134,8 @@ fn pump(
     let mut held = 0;
     let mut pending_input: VecDeque<Bytes> = VecDeque::new();
     let mut pending_resize: Option<(u16, u16)> = None;
+    // The size of a window-change libssh2 has built and not yet sent (it returned EAGAIN).
+    let mut resize_in_flight: Option<(u16, u16)> = None;
     // An output chunk the full queue refused; nothing more is read until it is delivered.
     let mut stalled: Option<BridgeEvent> = None;
 
@@ -153,13 +155,20 @@ fn pump(
         if let Err(e) = write_input(&mut shell.channel, &mut pending_input) {
             return End::Failed(lost(&shell.session, &e));
         }
-        if let Some((cols, rows)) = pending_resize {
+        // libssh2 builds a window-change once; after EAGAIN its next call sends that same
+        // packet, whatever size the call names. So the size it holds is retried as such, and
+        // a newer one follows it, rather than being taken as sent with the older packet.
+        // At most two turns: the held one, then the newest.
+        while let Some((cols, rows)) = resize_in_flight.or_else(|| pending_resize.take()) {
             match shell
                 .channel
                 .request_pty_size(cols.into(), rows.into(), None, None)
             {
-                Ok(()) => pending_resize = None,
-                Err(e) if e.code() == ErrorCode::Session(LIBSSH2_ERROR_EAGAIN) => {}
+                Ok(()) => resize_in_flight = None,
+                Err(e) if e.code() == ErrorCode::Session(LIBSSH2_ERROR_EAGAIN) => {
+                    resize_in_flight = Some((cols, rows));
+                    break;
+                }
                 Err(e) => return End::Failed(lost(&shell.session, &e.into())),
             }
         }
@@ -226,7 +235,7 @@ fn pump(
         if reading && stalled.is_none() {
             socket_flags |= PollFlags::IN;
         }
-        if !pending_input.is_empty() || pending_resize.is_some() {
+        if !pending_input.is_empty() || pending_resize.is_some() || resize_in_flight.is_some() {
             socket_flags |= match shell.session.block_directions() {
                 BlockDirections::Inbound => PollFlags::IN,
                 BlockDirections::Outbound => PollFlags::OUT,

@@ -20,6 +20,7 @@ mod paste;
 mod player;
 mod process;
 mod recording;
+mod resize;
 mod resume;
 mod resume_page;
 mod secrets;
