@@ -238,29 +238,65 @@
     }
   }
 
+  // --- what to do next, once the session is over ---
+
+  // Each status a session's end shows says what happened, then what the person can do
+  // next. A link opens one session, once, so "open it again" is offered only where the
+  // gateway refused before claiming the link (docs/PROTOCOL.md, "The page at the end").
+  const USED_UP = 'this link is used up; you can close the tab';
+  const NEW_LINK = 'this link is used up; to go on, ask whoever gave it to you for a new one';
+  const RETRY = 'reload the page in a minute to try again; if the link no longer opens, ask for a new one';
+  const NEXT_STEP = {
+    // Refused before the claim: the link still works once there is room.
+    too_many_sessions: 'the link still works: reload the page in a minute to try again',
+    too_many_viewers: 'the link still works: reload the page later to try again',
+    viewer_too_slow: 'reload the page to watch again',
+    // A start during the drain kept its link, but the gateway that holds it is going away.
+    server_shutdown: RETRY,
+    start_timeout: RETRY,
+    session_taken_over: 'the session is open in another tab or window: go on there, and close this one',
+    unknown_session: 'ask whoever gave you this link for a new one',
+    resume_invalid: 'ask whoever gave you this link for a new one',
+    unknown_view: 'ask whoever shared it for a new link',
+    share_revoked: 'ask whoever shared it for a new link',
+  };
+
+  function nextStep(code) {
+    return Object.prototype.hasOwnProperty.call(NEXT_STEP, code) ? NEXT_STEP[code] : NEW_LINK;
+  }
+
   function endedText(data) {
     const reason = data && data.reason;
     if (reason === 'revoked') {
-      return 'session ended through the API (by the job or an operator)';
+      return 'session ended through the API (by the job or an operator) — ' + NEW_LINK;
     }
     if (reason === 'handback') {
       // A viewer did not press the button: the same ending, told as what happened.
       const who = viewing ? 'the session was handed back' : 'you handed the session back';
       if (data.handback === 'continue') {
-        return who + '; the job continues';
+        return who + '; the job continues — you can close the tab';
       }
       if (data.handback === 'fail') {
-        return who + '; the job will fail';
+        return who + '; the job will fail — you can close the tab';
       }
-      return who;
+      return who + ' — you can close the tab';
     }
     if (data && data.exit_status !== null && data.exit_status !== undefined) {
-      return 'session ended (exit status ' + data.exit_status + ')';
+      return 'the shell exited with status ' + data.exit_status + ' — ' + USED_UP;
     }
     if (data && data.exit_signal) {
-      return 'session ended (signal ' + data.exit_signal + ')';
+      return 'the shell was ended by signal ' + data.exit_signal + ' — ' + USED_UP;
     }
-    return 'session ended';
+    if (reason === 'abandoned') {
+      return 'the session ended: its owner left and did not come back — you can close the tab';
+    }
+    return 'session ended — ' + USED_UP;
+  }
+
+  function errorText(data) {
+    const message = (data && data.message) || 'unknown error';
+    const code = (data && data.code) || 'unknown';
+    return 'error: ' + message + ' (' + code + ') — ' + nextStep(code);
   }
 
   // textContent, never HTML: the target is the session's own user@host:port.
@@ -320,13 +356,10 @@
         saveToken(null);
         setState('ended', endedText(data));
         break;
-      case 'ssh-error': {
-        const message = (data && data.message) || 'unknown error';
-        const code = (data && data.code) || 'unknown';
+      case 'ssh-error':
         saveToken(null);
-        setState('error', 'error: ' + message + ' (' + code + ')');
+        setState('error', errorText(data));
         break;
-      }
       case 'warning':
         // The only warning a person needs to see: the gateway is restarting, and this
         // session will be ended at the end of its drain. The rest are for developers.

@@ -522,7 +522,10 @@ async fn keys_work_as_in_a_local_terminal() {
     browser.chord(Key::Control, "d").await;
     browser.wait_for_state("ended").await;
     let status = browser.status_text().await;
-    assert!(status.contains("exit status 0"), "status bar: {status:?}");
+    assert!(
+        status.contains("exited with status 0"),
+        "status bar: {status:?}"
+    );
 
     browser.close().await;
     gw.assert_idle().await;

@@ -106,7 +106,7 @@ async fn continue_asks_once_then_ends_the_session_and_the_job_continues() {
     browser.wait_for_state("ended").await;
     assert_eq!(
         browser.status_text().await,
-        "you handed the session back; the job continues"
+        "you handed the session back; the job continues — you can close the tab"
     );
     assert!(!shown(&browser, "handback").await, "buttons after the end");
 
@@ -150,7 +150,7 @@ async fn fail_works_from_the_keyboard_and_cancel_gives_the_terminal_back() {
     browser.wait_for_state("ended").await;
     assert_eq!(
         browser.status_text().await,
-        "you handed the session back; the job will fail"
+        "you handed the session back; the job will fail — you can close the tab"
     );
 
     let status = ended_status(&gw, &id).await;
@@ -205,7 +205,10 @@ async fn a_session_without_handback_shows_no_buttons_and_no_countdown() {
     );
     browser.enter("exit 4").await;
     browser.wait_for_state("ended").await;
-    assert_eq!(browser.status_text().await, "session ended (exit status 4)");
+    assert_eq!(
+        browser.status_text().await,
+        "the shell exited with status 4 — this link is used up; you can close the tab"
+    );
     let status = ended_status(&gw, &id).await;
     assert_eq!(status["handback"], Value::Null, "{status}");
     browser.close().await;
@@ -232,7 +235,8 @@ async fn a_revoke_is_told_as_an_end_through_the_api_to_owner_and_viewer() {
 
     let revoked = api(&gw, "DELETE", &format!("/sessions/{id}"), None).await;
     assert_eq!(revoked.status, 200, "{}", revoked.text());
-    let expected = "session ended through the API (by the job or an operator)";
+    let expected = "session ended through the API (by the job or an operator) — \
+        this link is used up; to go on, ask whoever gave it to you for a new one";
     browser.wait_for_state("ended").await;
     assert_eq!(browser.status_text().await, expected, "the viewer");
     browser.switch_to(owner).await;

@@ -16,11 +16,11 @@ mod handback_page;
 mod host_keys;
 
 mod lifecycle;
+mod notice_pages;
 mod paste;
 mod player;
 mod process;
 mod recording;
-mod resize;
 mod resume;
 mod resume_page;
 mod secrets;

@@ -98,7 +98,7 @@ async fn a_reload_resumes_the_session() {
     assert_eq!(gw.handle.live(), 1, "still the one session");
     browser.enter("exit 7").await;
     browser.wait_for_state("ended").await;
-    assert!(browser.status_text().await.contains("exit status 7"));
+    assert!(browser.status_text().await.contains("exited with status 7"));
     browser.close().await;
     gw.assert_idle().await;
 }

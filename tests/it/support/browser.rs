@@ -151,6 +151,15 @@ impl Browser {
         .await
     }
 
+    /// Runs `script` with `args` (read as `arguments[0]`, …) and returns its value.
+    pub async fn execute_with(&self, script: &str, args: Vec<Value>) -> Value {
+        self.call(
+            &format!("execute {script:?}"),
+            self.client().execute(script, args),
+        )
+        .await
+    }
+
     async fn string(&self, script: &str) -> String {
         match self.execute(script).await {
             Value::String(s) => s,
