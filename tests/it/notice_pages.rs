@@ -3,6 +3,7 @@
 //! 1280 px desktop without scrolling sideways, the notice pages' sentences wrap between
 //! words and select like text, and a session's end says what the person can do next.
 
+use alfresco_ssh::{ssh, ws};
 use serde_json::{Value, json};
 
 use crate::support::browser::Browser;
@@ -220,4 +221,35 @@ async fn a_full_gateway_says_the_link_still_works_and_a_reload_does() {
     browser.wait_for_state("ended").await;
     browser.close().await;
     gw.assert_idle().await;
+}
+
+/// Every code the page's next-step table names is one the gateway sends: a misspelt key
+/// would fall silently to the default step.
+#[test]
+fn the_next_step_table_names_only_real_error_codes() {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/terminal.js"))
+        .unwrap();
+    let table = page
+        .split_once("const NEXT_STEP = {")
+        .and_then(|(_, rest)| rest.split_once("\n  };"))
+        .map(|(table, _)| table)
+        .expect("terminal.js has a NEXT_STEP table");
+    let codes: Vec<&str> = ws::ErrorKind::ALL
+        .iter()
+        .map(|&k| ws::ErrorCode::from(k).code())
+        .chain(
+            ssh::SshErrorKind::ALL
+                .iter()
+                .map(|&k| ws::ErrorCode::from(k).code()),
+        )
+        .collect();
+    let keys: Vec<&str> = table
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("//"))
+        .filter_map(|l| l.split_once(':').map(|(key, _)| key))
+        .collect();
+    assert!(keys.len() >= 10, "{keys:?}");
+    let unknown: Vec<&&str> = keys.iter().filter(|k| !codes.contains(k)).collect();
+    assert!(unknown.is_empty(), "not error codes: {unknown:?}");
 }
