@@ -13,6 +13,7 @@ mod destination;
 mod docs;
 mod fuzz;
 mod handback_page;
+mod hidpi;
 mod host_keys;
 
 mod lifecycle;

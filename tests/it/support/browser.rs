@@ -3,6 +3,8 @@
 //! Each `Browser` owns one chromedriver, the Chromium it starts and a fresh profile, so tests
 //! run in parallel. `close` ends the WebDriver session; drop, or a watchdog if this process
 //! dies first, kills chromedriver's process group (Chromium included) by PID, and nothing else.
+//! `start_on` picks the window, the device scale factor and touch (a `Screen`) by Chromium's
+//! own flags; `start` keeps the 1000x700 window at the machine's ratio that most tests assume.
 
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, TcpListener};
@@ -51,30 +53,47 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver and a fresh Chromium (about a second), panicking with
-    /// chromedriver's output if either fails.
+    /// Starts chromedriver and a fresh Chromium (about a second) in a 1000x700 window at the
+    /// machine's scale factor (1 here), panicking with chromedriver's output if either fails.
     pub async fn start() -> Browser {
+        Browser::launch(vec!["--window-size=1000,700".to_owned()]).await
+    }
+
+    /// As `start`, on `screen`: its window size, scale factor and touch.
+    pub async fn start_on(screen: Screen) -> Browser {
+        let browser = Browser::launch(screen.args()).await;
+        // Headless Chromium starts no narrower than 500 px whatever `--window-size` says,
+        // and a phone is narrower; WebDriver's window size has no such floor.
+        browser.set_window_size(screen.width, screen.height).await;
+        browser
+    }
+
+    /// Starts chromedriver and Chromium with the common flags and then `screen_args`.
+    async fn launch(screen_args: Vec<String>) -> Browser {
         let driver = Driver::start().await;
         let profile = driver.dir.path().join("profile");
+        let mut args: Vec<String> = [
+            "--headless",
+            // We run as root, where Chromium's sandbox refuses to start.
+            "--no-sandbox",
+            "--disable-gpu",
+            // Loopback only: nothing may phone home or wait for a network.
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+        ]
+        .map(str::to_owned)
+        .into();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(screen_args);
         let mut capabilities = Capabilities::new();
         capabilities.insert(
             "goog:chromeOptions".to_owned(),
             json!({
                 "binary": CHROMIUM,
-                "args": [
-                    "--headless",
-                    // We run as root, where Chromium's sandbox refuses to start.
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    // Loopback only: nothing may phone home or wait for a network.
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                    "--disable-quic",
-                    format!("--user-data-dir={}", profile.display()),
-                    "--window-size=1000,700",
-                ],
+                "args": args,
                 // Pages may read the clipboard without asking, as after a person's "Allow":
                 // a headless browser has no one to click its permission prompt.
                 "prefs": {
@@ -454,6 +473,36 @@ impl Browser {
     pub async fn close(mut self) {
         let client = self.client.take().expect("close once");
         self.call("close the session", client.close()).await;
+    }
+}
+
+/// The screen a `Browser` starts on, set by Chromium's own flags as a real HiDPI screen or
+/// phone sets them. Never CDP's emulated `deviceScaleFactor` (what WebDriver's mobile
+/// emulation sets): it leaves ResizeObserver's `devicePixelContentBoxSize` at 1x while
+/// `devicePixelRatio` says more, and xterm's canvas renderer then draws too large (issue 18).
+#[derive(Clone, Copy, Debug)]
+pub struct Screen {
+    /// The window's outer size, in CSS pixels.
+    pub width: u32,
+    pub height: u32,
+    /// Device pixels per CSS pixel: `--force-device-scale-factor`.
+    pub scale: f64,
+    /// A touch screen, as on a phone: `--touch-events=enabled`. Pages then see touch events
+    /// (`'ontouchstart' in window`), but `navigator.maxTouchPoints` stays 0 and
+    /// `(pointer: coarse)` false: Chromium has no flag for those.
+    pub touch: bool,
+}
+
+impl Screen {
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            format!("--window-size={},{}", self.width, self.height),
+            format!("--force-device-scale-factor={}", self.scale),
+        ];
+        if self.touch {
+            args.push("--touch-events=enabled".to_owned());
+        }
+        args
     }
 }
 
