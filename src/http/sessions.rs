@@ -199,23 +199,7 @@ pub fn parse_wait(
     let Some(query) = query.filter(|q| !q.is_empty()) else {
         return Ok(None);
     };
-    let (mut wait, mut timeout) = (None, None);
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        let slot = match key.as_ref() {
-            "wait" => &mut wait,
-            "timeout" => &mut timeout,
-            _ => {
-                return Err(ApiError::invalid_query(
-                    "the query may hold only `wait` and `timeout`",
-                ));
-            }
-        };
-        if slot.replace(value.into_owned()).is_some() {
-            return Err(ApiError::invalid_query(format!(
-                "`{key}` is given more than once"
-            )));
-        }
-    }
+    let [wait, timeout] = query_params(query, ["wait", "timeout"])?;
     let Some(wait) = wait else {
         return Err(ApiError::invalid_query("`timeout` needs `wait`"));
     };
@@ -237,6 +221,30 @@ pub fn parse_wait(
         )));
     }
     Ok(Some((states, timeout)))
+}
+
+/// The values of the parameters `names` in `query`, in that order: any other parameter, or
+/// one given twice, is `invalid_query`.
+fn query_params<const N: usize>(
+    query: &str,
+    names: [&str; N],
+) -> Result<[Option<String>; N], ApiError> {
+    let mut values = [const { None }; N];
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let Some(i) = names.iter().position(|n| *n == key) else {
+            let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            return Err(ApiError::invalid_query(format!(
+                "the query may hold only {}",
+                names.join(", ")
+            )));
+        };
+        if values[i].replace(value.into_owned()).is_some() {
+            return Err(ApiError::invalid_query(format!(
+                "`{key}` is given more than once"
+            )));
+        }
+    }
+    Ok(values)
 }
 
 /// A comma list of states; with `shorthands`, `opened` (every state but pending) and
@@ -377,24 +385,8 @@ pub fn list(
     client: std::net::IpAddr,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let caller = state.authenticate(headers, client)?;
-    let (mut states, mut limit, mut cursor) = (None, None, None);
-    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        let slot = match key.as_ref() {
-            "state" => &mut states,
-            "limit" => &mut limit,
-            "cursor" => &mut cursor,
-            _ => {
-                return Err(ApiError::invalid_query(
-                    "the query may hold only `state`, `limit` and `cursor`",
-                ));
-            }
-        };
-        if slot.replace(value.into_owned()).is_some() {
-            return Err(ApiError::invalid_query(format!(
-                "`{key}` is given more than once"
-            )));
-        }
-    }
+    let [states, limit, cursor] =
+        query_params(query.unwrap_or_default(), ["state", "limit", "cursor"])?;
     let states: Vec<SessionState> = match states {
         Some(list) => parse_states(&list, true)?.into_iter().collect(),
         None => Vec::new(),
