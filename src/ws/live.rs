@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -34,6 +35,8 @@ use crate::ssh::{Bridge, BridgeEvent, Input, SshErrorKind};
 /// Largest binary frame a replay or a viewer's snapshot is cut into (the bridge's own
 /// output frames are no larger).
 const REPLAY_FRAME: usize = 64 * 1024;
+/// At most this many frames are salvaged from a client as it is let go (see `salvage`).
+const SALVAGE_FRAMES: usize = 256;
 
 /// The session's end, and the client socket (if one is attached) to tell it to.
 pub(super) type Ended = (Outcome, Option<Socket>);
@@ -101,6 +104,7 @@ pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Outcome 
         told_draining: false,
         commands,
         deferred: VecDeque::new(),
+        queued: VecDeque::new(),
     };
     let (outcome, client) = live.run(&mut bridge).await;
     // Viewers are told as the client would be; if the session ended because its client
@@ -164,15 +168,16 @@ struct Live<'c> {
     /// Commands taken off the queue while a send to the client was in flight (see
     /// `send_client`), handled before the queue.
     deferred: VecDeque<Command>,
+    /// Input taken from a client, waiting for room in the bridge's queue, in order. The
+    /// client is read only when it is empty, so it holds one event, plus a resize and what
+    /// `salvage` took from a client let go.
+    queued: VecDeque<Input>,
 }
 
 impl Live<'_> {
     async fn run(&mut self, bridge: &mut Bridge) -> Ended {
         let ctx = self.ctx;
         let input = bridge.input();
-        let mut pending: Option<Input> = None;
-        // A resize that arrived while `pending` was taken: sent right after it.
-        let mut resize_next: Option<(u16, u16)> = None;
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
         let now = tokio::time::Instant::now();
@@ -261,14 +266,13 @@ impl Live<'_> {
                         let attached = self.resume(ws, &token, offset).await;
                         if attached {
                             self.tracker.resumed(client);
+                            // The new page has not paused output, whatever the old one did.
+                            self.set_paused(&input, false);
                         }
                         detached &= !attached;
                         if attached && (cols, rows) != self.size {
                             self.resized(cols, rows);
-                            match pending {
-                                None => pending = Some(Input::Resize { cols, rows }),
-                                Some(_) => resize_next = Some((cols, rows)),
-                            }
+                            self.queued.push_back(Input::Resize { cols, rows });
                         }
                     }
                     Some(Command::View { ws, link }) => self.view(ws, link),
@@ -323,15 +327,14 @@ impl Live<'_> {
                     }
                     None => return self.end(Outcome::error(SshErrorKind::SshFailed, "the SSH session ended unexpectedly")),
                 },
-                permit = input.reserve(), if pending.is_some() => match permit {
+                permit = input.reserve(), if !self.queued.is_empty() => match permit {
                     Some(permit) => {
-                        permit.send(pending.take().expect("guarded by pending.is_some()"));
-                        pending = resize_next.take().map(|(cols, rows)| Input::Resize { cols, rows });
+                        permit.send(self.queued.pop_front().expect("guarded by !queued.is_empty()"));
                     }
                     // The thread is gone; its last event says why.
-                    None => pending = None,
+                    None => self.queued.clear(),
                 },
-                read = next_event(&mut self.client), if pending.is_none() => {
+                read = next_event(&mut self.client), if self.queued.is_empty() => {
                     let event = match read {
                         Read::Event(event) => event,
                         Read::Invalid(e) => return self.end(bad_message(e.0)),
@@ -345,16 +348,9 @@ impl Live<'_> {
                         ClientEvent::Input(bytes) if bytes.is_empty() => {}
                         ClientEvent::Input(bytes) => {
                             last_activity = tokio::time::Instant::now();
-                            self.counts.bytes_in += bytes.len() as u64;
-                            self.tracker.traffic.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                            self.counts.frames_in += 1;
-                            self.recording.input(&bytes);
-                            pending = Some(Input::Data(bytes));
+                            self.take_input(bytes);
                         }
-                        ClientEvent::Resize { cols, rows } => {
-                            self.resized(cols, rows);
-                            pending = Some(Input::Resize { cols, rows });
-                        }
+                        ClientEvent::Resize { cols, rows } => self.take_resize(cols, rows),
                         ClientEvent::Handback(verdict) if self.options.handback && self.ready => {
                             tracing::info!(verdict = verdict.code(), "session handed back");
                             return self.end(Outcome::Handback(verdict));
@@ -443,8 +439,44 @@ impl Live<'_> {
                 }
             }
         };
-        if !keep {
-            self.client = None;
+        if !keep && let Some(mut old) = self.client.take() {
+            self.salvage(&mut old);
+        }
+    }
+
+    /// Queues input for the bridge, counted and recorded.
+    fn take_input(&mut self, bytes: bytes::Bytes) {
+        self.counts.bytes_in += bytes.len() as u64;
+        self.tracker
+            .traffic
+            .bytes_in
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.counts.frames_in += 1;
+        self.recording.input(&bytes);
+        self.queued.push_back(Input::Data(bytes));
+    }
+
+    fn take_resize(&mut self, cols: u16, rows: u16) {
+        self.resized(cols, rows);
+        self.queued.push_back(Input::Resize { cols, rows });
+    }
+
+    /// Keeps the input a client let go of had already sent. Frames the gateway received but
+    /// had not read yet (a keystroke typed just before the network dropped, while output
+    /// to it was stuck or a resume came first) are read without waiting and queued, so a
+    /// resume on a new socket loses none of them. Other events are moot with the client gone.
+    fn salvage(&mut self, old: &mut Socket) {
+        for _ in 0..SALVAGE_FRAMES {
+            match read_event(old).now_or_never() {
+                Some(Read::Event(ClientEvent::Input(bytes))) if !bytes.is_empty() => {
+                    self.take_input(bytes);
+                }
+                Some(Read::Event(ClientEvent::Resize { cols, rows })) => {
+                    self.take_resize(cols, rows);
+                }
+                Some(Read::Event(_)) => {}
+                Some(Read::Invalid(_) | Read::TooLarge | Read::Gone) | None => break,
+            }
         }
     }
 
@@ -495,7 +527,8 @@ impl Live<'_> {
             }
         };
         metrics.attach("resumed");
-        if let Some(old) = self.client.replace(ws) {
+        if let Some(mut old) = self.client.replace(ws) {
+            self.salvage(&mut old);
             metrics.attach("taken_over");
             tracing::info!("session taken over by another client");
             self.refuse(

@@ -385,3 +385,50 @@ async fn a_detached_flood_stops_reading_once_the_ring_is_full() {
     end(second).await;
     gw.assert_idle().await;
 }
+
+/// Keystrokes that reached the gateway before the page moved to a new socket are kept. The
+/// old socket here stops reading during a flood, so the gateway's send to it is stuck and
+/// the input it sent meanwhile sits unread; the resume lets that socket go, and the typed
+/// command still runs once the flood ends. Before, it was dropped with the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_sent_before_a_resume_is_not_lost() {
+    let sshd = Sshd::start();
+    let gw = gateway(Duration::from_secs(60), 1 << 20).await;
+    let (mut first, token) = open(&gw, &sshd).await;
+    first.input("seq 1 3000000; echo seq-''done\r").await;
+    first.wait_for("1000\r\n").await;
+    // Not read from now on: the buffers fill and the gateway's send to this socket stalls.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.input("echo typed-''ahead\r").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let received = first.output.len();
+    let mut second = resume(&gw, &token, received, 80, 24).await;
+    resumed(&mut second, &token).await;
+    second.wait_for("seq-done\r\n").await;
+    second.wait_for("typed-ahead\r\n").await;
+    drop(first);
+    end(second).await;
+    gw.assert_idle().await;
+}
+
+/// A page that paused output (its terminal was busy) and is then taken over leaves no pause
+/// behind: the new page, which never asked for one, gets output at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_ends_with_the_page_that_asked_for_it() {
+    let sshd = Sshd::start();
+    let gw = gateway(Duration::from_secs(60), 1 << 20).await;
+    let (mut first, token) = open(&gw, &sshd).await;
+    first.input("echo before-''pause\r").await;
+    first.wait_for("before-pause\r\n").await;
+    first.send_event("pause", Value::Null).await;
+    // Read before the resume: the echo of this input waits behind the pause.
+    first.input("\r").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = resume(&gw, &token, first.output.len(), 80, 24).await;
+    resumed(&mut second, &token).await;
+    second.input("echo after-''takeover\r").await;
+    second.wait_for("after-takeover\r\n").await;
+    drop(first);
+    end(second).await;
+    gw.assert_idle().await;
+}
