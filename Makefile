@@ -8,7 +8,7 @@ ASSETS_STAMP := assets/node_modules/.package-lock.json
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 TARGET := x86_64-unknown-linux-gnu
 
-.PHONY: run test assets build release test-deps lint bench clean
+.PHONY: run test assets build release test-deps lint bench soak clean
 
 ## Build and run the gateway on 127.0.0.1:8022 (pass flags with ARGS="--listen …").
 run: assets
@@ -53,6 +53,12 @@ test: assets test-deps lint
 ## run alone (BENCH_TARGET_N, default 10000, capped by the gateway's descriptor limit).
 bench: assets test-deps
 	$(CARGO) bench --bench gateway
+
+## The soak and fault run (RELIABILITY.md): a population of scripted people and injected
+## faults for SOAK_MINUTES (10), SOAK_SESSIONS (200) of them, seeded by SOAK_SEED (printed;
+## SOAK_PERSON=n replays one). Fails if a byte is lost or a session ends unexplained.
+soak: assets test-deps
+	BENCH_ONLY=soak $(CARGO) bench --bench gateway
 
 ## A fully static binary (glibc, libssh2 and OpenSSL linked in), assets embedded, and its
 ## SHA-256 checksum, in dist/.

@@ -7,7 +7,7 @@
 //! which is this binary re-executed with `ssh_target::TARGET_ENV` set.
 //!
 //! Layout: this file holds the constants, `main` and the test bed; `gateway/scenarios.rs`
-//! the scenarios (`gateway/waits.rs` the status long-polls, `gateway/webhooks.rs` sessions with webhooks on), `gateway/work.rs` what every client does alike, `gateway/clients.rs` the
+//! the scenarios (`gateway/waits.rs` the status long-polls, `gateway/webhooks.rs` sessions with webhooks on, `gateway/soak.rs` the long mixed run of `make soak`), `gateway/work.rs` what every client does alike, `gateway/clients.rs` the
 //! three clients, `gateway/process.rs` the processes it starts, `gateway/report.rs` payloads,
 //! /proc and the rows. The parts share this file's imports and constants (`use crate::*`):
 //! one bench binary, read as one program.
@@ -22,6 +22,8 @@ mod process;
 mod report;
 #[path = "gateway/scenarios.rs"]
 mod scenarios;
+#[path = "gateway/soak.rs"]
+mod soak;
 #[path = "support/ssh_target.rs"]
 mod ssh_target;
 #[allow(dead_code)]
@@ -52,6 +54,7 @@ use clients::*;
 use process::*;
 use report::*;
 use scenarios::*;
+use soak::*;
 use waits::*;
 use webhooks::*;
 use work::*;
@@ -173,6 +176,10 @@ fn main() {
     // Last: the heaviest load, on a gateway and a target of its own (both gone after it).
     if wanted("target") {
         all.extend(target(target_n));
+    }
+    // Only when named (`make soak`): it takes SOAK_MINUTES of the machine.
+    if only.split(',').any(|o| o.trim() == "soak") {
+        all.extend(soak(&bed));
     }
 
     println!("\n## Summary\n");

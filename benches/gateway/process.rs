@@ -24,25 +24,22 @@ impl GatewayProcess {
 
     /// The gateway with `extra` flags besides the benchmark's own.
     pub(crate) fn start_with(extra: &[&str]) -> GatewayProcess {
+        // Hundreds of sessions a minute are the point here, so no create-session limit.
+        // Sessions end when the benchmark closes their sockets, so that "closed" means
+        // gone; the resume ring (its per-byte cost) is on all the same.
+        let defaults = ["--create-rate-limit", "0", "--resume-grace", "0"];
+        Self::start_plain(&[&defaults[..], extra].concat())
+    }
+
+    /// The gateway with only its address, its log level and `extra` flags.
+    pub(crate) fn start_plain(extra: &[&str]) -> GatewayProcess {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
             .expect("find a free loopback port")
             .port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let child = Command::new(env!("CARGO_BIN_EXE_alfresco-ssh"))
-            // Hundreds of sessions a minute are the point here, so no create-session limit.
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--log",
-                "warn",
-                "--create-rate-limit",
-                "0",
-                // Sessions end when the benchmark closes their sockets, so that "closed"
-                // means gone; the resume ring (its per-byte cost) is on all the same.
-                "--resume-grace",
-                "0",
-            ])
+            .args(["--listen", &addr.to_string(), "--log", "warn"])
             .args(extra)
             .env("ALFRESCO_API_TOKEN", BENCH_TOKEN)
             .stdin(Stdio::null())
