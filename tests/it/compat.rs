@@ -1,8 +1,8 @@
 //! Compatibility with SSH servers other than OpenSSH, through the real gateway: Dropbear
 //! (password, ed25519, RSA and ECDSA keys) and TinySSH (ed25519 keys only). For each: a
-//! shell's output, resize reaching the PTY, the exit status, host-key pinning against the
-//! server's own key, a refused credential, resume, and the algorithms the handshake settles
-//! on (the table in docs/COMPATIBILITY.md).
+//! shell's output, resize reaching the PTY, the exit status (and signal), host-key pinning
+//! against the server's own key, refused credentials, resume, the server dying mid-session,
+//! and the algorithms the handshake settles on (the table in docs/COMPATIBILITY.md).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -363,4 +363,49 @@ fn negotiated_algorithms() {
             );
         }
     }
+}
+
+/// The server going away mid-session is `connection_lost`, and nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_dying_mid_session() {
+    let gw = Gateway::start().await;
+    let keys = CompatKeys::get();
+    let mut dropbear = Dropbear::start();
+    let mut term = gw
+        .open(&with_key(dropbear.port, &keys.ed25519), 80, 24)
+        .await;
+    term.ready().await;
+    dropbear.stop();
+    assert_eq!(term.expect_error("connection_lost").await.1, Some(1011));
+    let mut tinyssh = TinySsh::start();
+    let mut term = gw
+        .open(&with_key(tinyssh.port, &keys.ed25519), 80, 24)
+        .await;
+    term.ready().await;
+    tinyssh.stop();
+    assert_eq!(term.expect_error("connection_lost").await.1, Some(1011));
+    gw.assert_idle().await;
+}
+
+/// A shell killed by a signal: both servers send `exit-signal`, and it comes back as OpenSSH's
+/// does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signalled_shells() {
+    let gw = Gateway::start().await;
+    let keys = CompatKeys::get();
+    let dropbear = Dropbear::start();
+    let tinyssh = TinySsh::start();
+    for (name, port) in [("dropbear", dropbear.port), ("tinyssh", tinyssh.port)] {
+        let mut term = gw.open(&with_key(port, &keys.ed25519), 80, 24).await;
+        term.ready().await;
+        term.input("kill -KILL $$\r").await;
+        let closed = term.expect("ssh-closed").await;
+        assert_eq!(
+            closed,
+            json!({"exit_status": null, "exit_signal": "KILL", "reason": "signalled"}),
+            "{name}"
+        );
+        assert_eq!(term.expect_close().await, Some(1000), "{name}");
+    }
+    gw.assert_idle().await;
 }
