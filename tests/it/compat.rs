@@ -409,3 +409,25 @@ async fn signalled_shells() {
     }
     gw.assert_idle().await;
 }
+
+/// The locale the gateway sends (`setenv LANG`, as OpenSSH's SendEnv): TinySSH sets it;
+/// Dropbear ignores `env` requests and hands the shell the LANG of its own process (the
+/// harness's C.UTF-8), so `--remote-lang` has no effect there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_lang() {
+    // Not the C.UTF-8 default, nor this machine's LANG, so that only setenv can put it there.
+    let gw = Gateway::start_with(|c| c.remote_lang = Some("POSIX".into())).await;
+    let keys = CompatKeys::get();
+    let dropbear = Dropbear::start();
+    let tinyssh = TinySsh::start();
+    for (name, port, expected) in [
+        ("dropbear", dropbear.port, "[C.UTF-8]\r\n"),
+        ("tinyssh", tinyssh.port, "[POSIX]\r\n"),
+    ] {
+        let mut term = gw.open(&with_key(port, &keys.ed25519), 80, 24).await;
+        term.ready().await;
+        assert_eq!(term.run("echo \"[$LANG]\"").await, expected, "{name}");
+        term.close().await;
+    }
+    gw.assert_idle().await;
+}

@@ -168,6 +168,9 @@ impl Dropbear {
             command.arg("-r").arg(self.host_key_path(kind));
         }
         let child = command
+            // Dropbear ignores `env` requests and gives the shell its own LANG instead, so
+            // it is fixed here rather than inherited from whoever runs the tests.
+            .env("LANG", "C.UTF-8")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup dropbear.log"))
             .stderr(log)
