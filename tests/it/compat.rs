@@ -2,7 +2,8 @@
 //! (password, ed25519, RSA and ECDSA keys) and TinySSH (ed25519 keys only). For each: a
 //! shell's output, resize reaching the PTY, the exit status (and signal), host-key pinning
 //! against the server's own key, refused credentials, resume, the server dying mid-session,
-//! and the algorithms the handshake settles on (the table in docs/COMPATIBILITY.md).
+//! bulk data both ways, the LANG sent, and the algorithms the handshake settles on (the table
+//! in docs/COMPATIBILITY.md).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -428,6 +429,46 @@ async fn remote_lang() {
         term.ready().await;
         assert_eq!(term.run("echo \"[$LANG]\"").await, expected, "{name}");
         term.close().await;
+    }
+    gw.assert_idle().await;
+}
+
+/// Bulk both ways through each server's own flow-control windows (Dropbear's default receive
+/// window is 24 KiB): 100 000 lines of `seq` arrive whole, and a 1 MiB paste, as a browser
+/// sends it, reaches a raw-mode reader byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_output_and_paste() {
+    let gw = Gateway::start().await;
+    let keys = CompatKeys::get();
+    let dropbear = Dropbear::start();
+    let tinyssh = TinySsh::start();
+    let lines = 100_000;
+    let expected: String = (1..=lines).map(|i| format!("{i}\r\n")).collect();
+    let paste = 1 << 20;
+    for (name, port) in [("dropbear", dropbear.port), ("tinyssh", tinyssh.port)] {
+        let mut term = gw.open(&with_key(port, &keys.ed25519), 80, 24).await;
+        term.ready().await;
+        let out = term.run(&format!("seq 1 {lines}")).await;
+        assert!(
+            out == expected,
+            "{name}: seq output differs ({} bytes)",
+            out.len()
+        );
+
+        // Raw mode first, or the paste would meet the canonical line limit.
+        term.input("stty raw -echo; echo ready''-raw; head -c 1048576 | wc -c; stty sane; echo counted''-raw\r")
+            .await;
+        term.wait_for("ready-raw").await;
+        term.paste(b'p', paste, 16 * 1024).await;
+        let out = term.wait_for("counted-raw").await;
+        assert!(
+            out.contains(&format!("{paste}\r\n")) || out.contains(&format!("{paste}\n")),
+            "{name}: the reader counted {:?}",
+            out.trim()
+        );
+        term.input("exit\r").await;
+        assert_eq!(term.expect("ssh-closed").await["exit_status"], 0, "{name}");
+        term.expect_close().await;
     }
     gw.assert_idle().await;
 }
