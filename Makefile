@@ -23,12 +23,17 @@ $(ASSETS_STAMP): assets/package.json assets/package-lock.json
 	@command -v npm >/dev/null || { apt-get update -qq && $(APT_GET) install -y -qq npm; }
 	cd assets && npm ci --no-audit --no-fund --loglevel=error
 
-## What the tests need beyond the build: OpenSSH's sshd, Chromium and ChromeDriver, asciinema
+## What the tests need beyond the build: OpenSSH's sshd, Dropbear and TinySSH (the compat
+## tests, docs/COMPATIBILITY.md), Chromium and ChromeDriver, asciinema
 ## (the recording tests check our files with it), and the throw-away test account the test
-## sshd logs into.
+## sshd logs into. The tests start tinysshd themselves: the disable file keeps the package's
+## systemd socket unit from listening on port 22 of every interface.
 test-deps:
 	@missing=""; \
 	  [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	  [ -x /usr/sbin/dropbear ] || missing="$$missing dropbear-bin"; \
+	  [ -x /usr/sbin/tinysshd ] || missing="$$missing tinysshd"; \
+	  mkdir -p /etc/tinyssh && touch /etc/tinyssh/disable_tinysshd; \
 	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	  [ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \

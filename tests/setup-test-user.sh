@@ -57,8 +57,38 @@ password=$(<"$secret_file")
 printf '%s:%s\n' "$user" "$password" | chpasswd
 unset password
 
+# Client keys for the Dropbear and TinySSH tests (tests/it/support/dropbear.rs, tinyssh.rs).
+# Neither server can be pointed at another authorized_keys file (Dropbear 2022.83 has no such
+# option, TinySSH reads only ~/.ssh/authorized_keys), so unlike the OpenSSH tests' per-run keys
+# these live in the account's home. They are made once and kept, like the password, so that
+# running this again never changes a file a concurrent test run is reading; the private halves
+# are root-only, next to the password. OpenSSH's test sshd reads its own AuthorizedKeysFile
+# and never this one.
+for kind in ed25519 rsa ecdsa; do
+    key=$secret_dir/compat_$kind
+    if [[ ! -s $key || ! -s $key.pub ]]; then
+        rm -f "$key.tmp" "$key.tmp.pub"
+        case $kind in
+            rsa) bits=(-b 3072) ;;
+            ecdsa) bits=(-b 256) ;;
+            *) bits=() ;;
+        esac
+        ssh-keygen -q -t "$kind" "${bits[@]}" -N '' -C "alfresco-compat-$kind" -f "$key.tmp"
+        mv "$key.tmp.pub" "$key.pub"
+        mv "$key.tmp" "$key"
+    fi
+    chmod 0600 "$key" "$key.pub"
+done
+# Both servers refuse a ~/.ssh or authorized_keys that others can write; written to a temporary
+# name and renamed, so a server never reads half a file.
+install -d -m 0700 -o "$user" -g "$user" "$home/.ssh"
+cat "$secret_dir"/compat_{ed25519,rsa,ecdsa}.pub >"$home/.ssh/authorized_keys.tmp"
+chown "$user:" "$home/.ssh/authorized_keys.tmp"
+chmod 0600 "$home/.ssh/authorized_keys.tmp"
+mv "$home/.ssh/authorized_keys.tmp" "$home/.ssh/authorized_keys"
+
 # sshd's privilege-separation directory; /run is a tmpfs, so it vanishes on reboot.
 mkdir -p /run/sshd
 chmod 0755 /run/sshd
 
-echo "setup-test-user.sh: user $user $created, prompt and password set (password in $secret_file), /run/sshd ready"
+echo "setup-test-user.sh: user $user $created, prompt and password set (password in $secret_file), compat keys in $home/.ssh/authorized_keys, /run/sshd ready"

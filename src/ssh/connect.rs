@@ -90,6 +90,7 @@ pub fn open_shell(
     session
         .handshake()
         .map_err(|e| map_error(&e, "SSH handshake failed"))?;
+    log_negotiated(&session);
 
     // Before any credential leaves: a server with the wrong key gets nothing, not even
     // the user name. On refusal `credentials` is dropped (wiped) on the way out.
@@ -121,6 +122,23 @@ pub fn open_shell(
         channel,
         socket,
     })
+}
+
+/// What the handshake settled on, once per session: the first thing to read when a server
+/// behaves oddly, and where docs/COMPATIBILITY.md's table comes from (tests/it/compat.rs
+/// reads it). The server's version string is network input: logged with `?`, so escaped.
+fn log_negotiated(session: &Session) {
+    let method = |kind| session.methods(kind).unwrap_or("-");
+    tracing::info!(
+        server = ?session.banner().unwrap_or("-"),
+        kex = method(MethodType::Kex),
+        host_key = method(MethodType::HostKey),
+        cipher_cs = method(MethodType::CryptCs),
+        cipher_sc = method(MethodType::CryptSc),
+        mac_cs = method(MethodType::MacCs),
+        mac_sc = method(MethodType::MacSc),
+        "negotiated"
+    );
 }
 
 fn check_host_key(

@@ -7,6 +7,7 @@ mod support;
 mod bad_input;
 mod browser;
 mod client;
+mod compat;
 mod connect;
 mod contrib;
 mod destination;

@@ -5,11 +5,14 @@
 #![allow(dead_code)] // each test file uses a different part of the support
 
 pub mod browser;
+pub mod compat_keys;
+pub mod dropbear;
 pub mod gateway;
 pub mod logs;
 pub mod proxy;
 pub mod sshd;
 pub mod term;
+pub mod tinyssh;
 pub mod tls;
 pub mod watchdog;
 

@@ -387,7 +387,7 @@ impl Drop for Sshd {
 }
 
 /// Connects and reads the server's first line, within `limit`.
-fn read_banner(addr: SocketAddr, limit: Duration) -> std::io::Result<String> {
+pub fn read_banner(addr: SocketAddr, limit: Duration) -> std::io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, limit)?;
     stream.set_read_timeout(Some(limit))?;
     let mut line = Vec::new();
@@ -431,7 +431,7 @@ fn read_text(path: &Path) -> String {
 
 /// SIGSTOPs `root` and all its descendants, and returns them, root first. Each process is
 /// seen stopped before its children are listed, so no descendant can appear afterwards.
-fn freeze_tree(root: u32) -> Vec<u32> {
+pub fn freeze_tree(root: u32) -> Vec<u32> {
     let mut tree = vec![root];
     let mut frontier = vec![root];
     while !frontier.is_empty() {
@@ -448,7 +448,7 @@ fn freeze_tree(root: u32) -> Vec<u32> {
 
 /// Sends `SIGname` to `pids` with kill(1), keeping the harness free of `unsafe`. Errors are
 /// ignored: a process may have exited meanwhile.
-fn signal(name: &str, pids: &[u32]) {
+pub fn signal(name: &str, pids: &[u32]) {
     if pids.is_empty() {
         return;
     }
@@ -470,7 +470,7 @@ fn proc_stat(pid: u32) -> Option<(char, u32)> {
     Some((state, ppid))
 }
 
-fn is_alive(pid: u32) -> bool {
+pub fn is_alive(pid: u32) -> bool {
     matches!(proc_stat(pid), Some((state, _)) if state != 'Z' && state != 'X')
 }
 
@@ -500,7 +500,7 @@ fn children_of(parents: &[u32]) -> Vec<u32> {
 /// and a client that took it meanwhile made sshd fail with "Address already in use".
 /// Picking and releasing still leaves a small window for another listener; sshd then fails
 /// to bind and `wait_ready` panics with its message.
-fn free_listen_port() -> u16 {
+pub fn free_listen_port() -> u16 {
     let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
