@@ -43,6 +43,8 @@ pub struct SessionOptions {
     pub resume_grace: Option<std::time::Duration>,
     /// The page offers to hand a verdict back to the job.
     pub handback: bool,
+    /// The character encoding the remote side speaks.
+    pub encoding: RemoteEncoding,
 }
 
 /// The timers a create-session body asked for; `None`: the gateway's own.
@@ -53,6 +55,48 @@ pub struct AskedTimers {
     pub idle_timeout: Option<std::time::Duration>,
     pub resume_grace: Option<std::time::Duration>,
     pub handback: bool,
+    /// Not a timer, but asked for beside them and passed through as asked.
+    pub encoding: RemoteEncoding,
+}
+
+/// The character encoding of the remote side's terminal (`encoding` in create-session).
+/// The page always speaks UTF-8; `ws::charset` converts at the session's edge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RemoteEncoding {
+    /// UTF-8, as the page: bytes pass through untouched, at no cost.
+    #[default]
+    Utf8,
+    /// Any other WHATWG encoding: output is decoded, input encoded back.
+    Other(&'static encoding_rs::Encoding),
+}
+
+impl RemoteEncoding {
+    /// The encoding a WHATWG label names (case and surrounding blanks ignored, as browsers
+    /// do), or `None` for a label WHATWG does not know, and for the few a terminal cannot
+    /// speak: UTF-16 (every control character would be two bytes, and its encoder writes
+    /// UTF-8) and `replacement` (the labels of ISO-2022-KR and HZ, which decode to a single
+    /// U+FFFD by design).
+    pub fn from_label(label: &str) -> Option<RemoteEncoding> {
+        let encoding = encoding_rs::Encoding::for_label(label.as_bytes())?;
+        if encoding == encoding_rs::UTF_8 {
+            Some(RemoteEncoding::Utf8)
+        } else if encoding == encoding_rs::UTF_16LE
+            || encoding == encoding_rs::UTF_16BE
+            || encoding == encoding_rs::REPLACEMENT
+        {
+            None
+        } else {
+            Some(RemoteEncoding::Other(encoding))
+        }
+    }
+
+    /// The encoding's canonical WHATWG name (`GBK`, `Shift_JIS`, `UTF-8`), for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            RemoteEncoding::Utf8 => encoding_rs::UTF_8.name(),
+            RemoteEncoding::Other(encoding) => encoding.name(),
+        }
+    }
 }
 
 /// The `host_key` of a create-session request. Public data, not a secret.
@@ -180,6 +224,31 @@ mod tests {
             username: "u".into(),
         };
         assert_eq!(t.to_string(), "u@[::1]:22");
+    }
+
+    #[test]
+    fn encoding_labels() {
+        let name = |label| RemoteEncoding::from_label(label).map(RemoteEncoding::name);
+        assert_eq!(name("gbk"), Some("GBK"));
+        assert_eq!(name(" Shift_JIS "), Some("Shift_JIS"));
+        assert_eq!(name("latin1"), Some("windows-1252"), "WHATWG's alias");
+        assert_eq!(name("ISO-8859-2"), Some("ISO-8859-2"));
+        assert_eq!(name("koi8-r"), Some("KOI8-R"));
+        assert_eq!(
+            RemoteEncoding::from_label("utf8"),
+            Some(RemoteEncoding::Utf8)
+        );
+        for bad in [
+            "",
+            "gbk2",
+            "utf-16",
+            "utf-16be",
+            "iso-2022-kr",
+            "replacement",
+            "x\0",
+        ] {
+            assert_eq!(RemoteEncoding::from_label(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

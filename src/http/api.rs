@@ -13,14 +13,16 @@ use serde_json::{Value, json};
 use zeroize::Zeroize;
 
 use super::error::ApiError;
-use crate::request::{self, AskedTimers, Credentials, SessionOptions, SessionRequest, Target};
+use crate::request::{
+    self, AskedTimers, Credentials, RemoteEncoding, SessionOptions, SessionRequest, Target,
+};
 use crate::secret::{self, Secret};
 use crate::ssh;
 
 /// Largest create-session body: a 16 KiB RSA key fits several times over.
 pub const MAX_BODY: usize = 64 * 1024;
 
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 14] = [
     "hostname",
     "port",
     "username",
@@ -34,6 +36,7 @@ const FIELDS: [&str; 13] = [
     "idle_timeout",
     "resume_grace",
     "handback",
+    "encoding",
 ];
 
 /// Longest duration anyone may ask for, so arithmetic on instants never overflows.
@@ -201,6 +204,11 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<(SessionRequest, AskedTimer
             "is not a valid terminal type",
         ));
     }
+    // No field, or any UTF-8 label, is UTF-8: no conversion at all.
+    let encoding = text("encoding")?
+        .map(|label| RemoteEncoding::from_label(&label).ok_or_else(ApiError::unknown_encoding))
+        .transpose()?
+        .unwrap_or_default();
     let host_key = text("host_key")?
         .map(|s| ssh::parse_host_key_pin(&s))
         .transpose()
@@ -216,6 +224,7 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<(SessionRequest, AskedTimer
         idle_timeout: duration("idle_timeout", fields.remove("idle_timeout"))?,
         resume_grace: duration("resume_grace", fields.remove("resume_grace"))?,
         handback: flag("handback", fields.remove("handback"))?,
+        encoding,
     };
 
     let credentials = match (password, private_key) {
@@ -379,6 +388,7 @@ impl TimerBounds {
             idle_timeout,
             resume_grace,
             handback: asked.handback,
+            encoding: asked.encoding,
         })
     }
 }
@@ -630,6 +640,36 @@ mod tests {
             code(form("hostname=h&hostname=i&username=u&password=p")),
             "invalid_field"
         );
+    }
+
+    #[test]
+    fn encodings() {
+        let with = |e: &str| {
+            let body =
+                serde_json::json!({"hostname":"h","username":"u","password":"p","encoding":e});
+            let (_, asked) = parse_create(BodyKind::Json, body.to_string().into_bytes())?;
+            bounds().apply(asked)
+        };
+        let gbk = with("GBK").unwrap().encoding;
+        assert_eq!(gbk.name(), "GBK");
+        assert_eq!(with("utf-8").unwrap().encoding, RemoteEncoding::Utf8);
+        assert_eq!(
+            bounds().apply(timers("").unwrap()).unwrap().encoding,
+            RemoteEncoding::Utf8,
+            "no field: UTF-8"
+        );
+        let form_body = "hostname=h&username=u&password=p&encoding=shift_jis";
+        let (_, asked) = parse_create(BodyKind::Form, form_body.into()).unwrap();
+        assert_eq!(asked.encoding.name(), "Shift_JIS");
+        for bad in ["", "klingon", "utf-16le", "hz-gb-2312"] {
+            let err = with(bad).unwrap_err();
+            assert_eq!(err.code(), "unknown_encoding", "{bad:?}");
+            assert_eq!(err.status(), hyper::StatusCode::BAD_REQUEST);
+        }
+        assert!(!with("klingon").unwrap_err().message.contains("klingon"));
+        let err =
+            json(r#"{"hostname":"h","username":"u","password":"p","encoding":936}"#).unwrap_err();
+        assert_eq!(err.code(), "invalid_field", "not a string");
     }
 
     #[test]

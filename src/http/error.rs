@@ -43,10 +43,12 @@ pub enum ApiErrorKind {
     SessionEnded,
     /// The route needs an admin token (`name:token:admin`).
     AdminRequired,
+    /// `encoding` is not a WHATWG label, or names one no terminal speaks (UTF-16).
+    UnknownEncoding,
 }
 
 impl ApiErrorKind {
-    pub const ALL: [ApiErrorKind; 24] = [
+    pub const ALL: [ApiErrorKind; 25] = [
         ApiErrorKind::MalformedBody,
         ApiErrorKind::MissingField,
         ApiErrorKind::InvalidField,
@@ -71,6 +73,7 @@ impl ApiErrorKind {
         ApiErrorKind::InvalidQuery,
         ApiErrorKind::SessionEnded,
         ApiErrorKind::AdminRequired,
+        ApiErrorKind::UnknownEncoding,
     ];
 
     /// The wire code: part of the contract, never renamed.
@@ -100,6 +103,7 @@ impl ApiErrorKind {
             ApiErrorKind::InvalidQuery => "invalid_query",
             ApiErrorKind::SessionEnded => "session_ended",
             ApiErrorKind::AdminRequired => "admin_required",
+            ApiErrorKind::UnknownEncoding => "unknown_encoding",
         }
     }
 
@@ -112,7 +116,8 @@ impl ApiErrorKind {
             | ApiErrorKind::AmbiguousCredentials
             | ApiErrorKind::BadWebsocketRequest
             | ApiErrorKind::BadRequestTarget
-            | ApiErrorKind::InvalidQuery => StatusCode::BAD_REQUEST,
+            | ApiErrorKind::InvalidQuery
+            | ApiErrorKind::UnknownEncoding => StatusCode::BAD_REQUEST,
             ApiErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiErrorKind::OriginForbidden
             | ApiErrorKind::DestinationForbidden
@@ -183,6 +188,16 @@ impl ApiError {
                 "the body has a field that is not one of: {}",
                 known.join(", ")
             ),
+        )
+    }
+
+    /// The label is not echoed: it is input we did not understand, and the examples say
+    /// what would do.
+    pub fn unknown_encoding() -> Self {
+        Self::new(
+            ApiErrorKind::UnknownEncoding,
+            "field `encoding` is not a WHATWG encoding label a terminal can use \
+             (for example gbk, shift_jis, euc-kr, big5, iso-8859-1, windows-1251, koi8-r)",
         )
     }
 

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::charset::Charset;
 use super::outcome::{self, ErrorKind, Outcome, WarningKind, bad_message};
 use super::protocol::{ClientEvent, ServerEvent};
 use super::registry::{Command, Registration};
@@ -94,6 +95,7 @@ pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Outcome 
         target,
         claimed,
         tracker,
+        charset: Charset::new(options.encoding),
         options,
         viewers_told: 0,
         counts: Counts::default(),
@@ -148,6 +150,8 @@ struct Live<'c> {
     /// When the session was claimed.
     claimed: Instant,
     tracker: Tracker,
+    /// The remote's encoding to and from the page's UTF-8 (`charset.rs`).
+    charset: Charset,
     options: SessionOptions,
     /// The viewer count the ledger last heard.
     viewers_told: usize,
@@ -282,7 +286,12 @@ impl Live<'_> {
                     None => {}
                 },
                 event = bridge.next_event(), if !self.paused => match event {
-                    Some(BridgeEvent::Output(bytes)) => {
+                    Some(BridgeEvent::Output(raw)) => {
+                        // Decoded before anything sees it, so all count the page's bytes.
+                        let bytes = self.charset.decode(raw);
+                        if bytes.is_empty() {
+                            continue;
+                        }
                         last_activity = tokio::time::Instant::now();
                         self.counts.bytes_out += bytes.len() as u64;
                         self.tracker.traffic.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -453,7 +462,10 @@ impl Live<'_> {
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.counts.frames_in += 1;
         self.recording.input(&bytes);
-        self.queued.push_back(Input::Data(bytes));
+        let bytes = self.charset.encode(bytes);
+        if !bytes.is_empty() {
+            self.queued.push_back(Input::Data(bytes));
+        }
     }
 
     fn take_resize(&mut self, cols: u16, rows: u16) {

@@ -6,6 +6,7 @@
 //! Every refusal that can be known before the 101 (not an upgrade request, no capacity,
 //! shutting down) is answered as plain HTTP; the rest arrive as `ssh-error` events.
 
+mod charset;
 mod live;
 mod outcome;
 mod protocol;

@@ -12,6 +12,7 @@ mod connect;
 mod contrib;
 mod destination;
 mod docs;
+mod encodings;
 mod fuzz;
 mod handback_page;
 mod hidpi;
