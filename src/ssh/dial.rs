@@ -3,6 +3,9 @@
 //!
 //! Names are resolved by hickory (reading /etc/hosts and /etc/resolv.conf itself), not
 //! glibc's NSS: a statically linked binary cannot load NSS modules.
+//!
+//! A session through jump hosts dials its first hop; the hosts beyond it are resolved by
+//! the hop before them, so the policy judges them as given (`dial_route`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -16,6 +19,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::error::{SshError, SshErrorKind};
 use crate::destination::DestinationPolicy;
+use crate::request::{SessionRequest, Target};
 
 /// TCP keepalive on the SSH socket, so a target that vanishes without a FIN is noticed.
 const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
@@ -88,6 +92,40 @@ impl Dialer {
         Err(last.unwrap_or_else(|| {
             SshError::new(SshErrorKind::DnsFailed, format!("{host} has no addresses"))
         }))
+    }
+
+    /// Connects to the first host of `request`'s route: the target, or its first jump host
+    /// once every host beyond that one passes the policy as given. A refusal, or a failure
+    /// to reach the first hop, names the hop (1 = the first).
+    pub async fn dial_route(
+        &self,
+        request: &SessionRequest,
+        deadline: Instant,
+    ) -> Result<std::net::TcpStream, SshError> {
+        let Some(first) = request.jump.first() else {
+            let target = &request.target;
+            return self.dial(&target.host, target.port, deadline).await;
+        };
+        for (n, hop) in (2u8..).zip(&request.jump[1..]) {
+            self.check_given(&hop.target).map_err(|e| e.at_hop(n))?;
+        }
+        self.check_given(&request.target)?;
+        let hop = &first.target;
+        self.dial(&hop.host, hop.port, deadline)
+            .await
+            .map_err(|e| e.at_hop(1))
+    }
+
+    fn check_given(&self, endpoint: &Target) -> Result<(), SshError> {
+        self.policy
+            .check_given(&endpoint.host, endpoint.port)
+            .map_err(|denied| {
+                tracing::info!(host = endpoint.host, port = endpoint.port, reason = %denied.0, "destination refused");
+                SshError::new(
+                    SshErrorKind::DestinationForbidden,
+                    format!("the gateway may not connect there: {}", denied.0),
+                )
+            })
     }
 
     /// The addresses of `host` (an IP literal is its own answer).
