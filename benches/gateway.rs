@@ -7,7 +7,7 @@
 //! which is this binary re-executed with `ssh_target::TARGET_ENV` set.
 //!
 //! Layout: this file holds the constants, `main` and the test bed; `gateway/scenarios.rs`
-//! the scenarios (`gateway/waits.rs` the status long-polls, `gateway/webhooks.rs` sessions with webhooks on), `gateway/work.rs` what every client does alike, `gateway/clients.rs` the
+//! the scenarios (`gateway/waits.rs` the status long-polls, `gateway/webhooks.rs` sessions with webhooks on, `gateway/jump.rs` sessions through a jump host), `gateway/work.rs` what every client does alike, `gateway/clients.rs` the
 //! three clients, `gateway/process.rs` the processes it starts, `gateway/report.rs` payloads,
 //! /proc and the rows. The parts share this file's imports and constants (`use crate::*`):
 //! one bench binary, read as one program.
@@ -16,6 +16,8 @@
 
 #[path = "gateway/clients.rs"]
 mod clients;
+#[path = "gateway/jump.rs"]
+mod jump;
 #[path = "gateway/process.rs"]
 mod process;
 #[path = "gateway/report.rs"]
@@ -49,6 +51,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clients::*;
+use jump::*;
 use process::*;
 use report::*;
 use scenarios::*;
@@ -169,6 +172,9 @@ fn main() {
     }
     if wanted("webhooks") {
         all.extend(webhooks(&bed));
+    }
+    if wanted("jump") {
+        all.extend(jump(&bed));
     }
     // Last: the heaviest load, on a gateway and a target of its own (both gone after it).
     if wanted("target") {
