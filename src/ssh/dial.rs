@@ -241,6 +241,59 @@ mod tests {
         assert_eq!(err.kind, SshErrorKind::DestinationForbidden);
     }
 
+    fn routed(hops: &[(&str, u16)], target: (&str, u16)) -> SessionRequest {
+        let at = |(host, port): (&str, u16)| Target {
+            host: host.into(),
+            port,
+            username: "u".into(),
+        };
+        let password = || crate::request::Credentials::Password(String::from("pw").into());
+        SessionRequest {
+            target: at(target),
+            credentials: password(),
+            term: "xterm".into(),
+            host_key: None,
+            creator: "ci".into(),
+            options: Default::default(),
+            jump: hops
+                .iter()
+                .map(|&hop| crate::request::Hop {
+                    target: at(hop),
+                    credentials: password(),
+                    host_key: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// At connect time too, every host beyond the first hop is judged as given before the
+    /// first is dialled, and the refusal names the hop; the first hop's own refusal is
+    /// hop 1, on its addresses.
+    #[tokio::test]
+    async fn a_route_is_judged_before_its_first_hop_is_dialled() {
+        let deny = vec!["db.internal".to_owned(), "10.9.0.0/16".to_owned()];
+        let dialer = Dialer {
+            resolver: None,
+            policy: Arc::new(DestinationPolicy::parse(&[], &deny).unwrap()),
+        };
+        let deadline = || Instant::now() + Duration::from_secs(1);
+        let cases = [
+            (routed(&[("10.9.0.1", 22)], ("10.1.0.1", 22)), Some(1)),
+            (
+                routed(&[("10.1.0.1", 22), ("10.9.0.2", 22)], ("h", 22)),
+                Some(2),
+            ),
+            (routed(&[("10.1.0.1", 22)], ("DB.internal", 22)), None),
+        ];
+        for (request, hop) in cases {
+            let err = dialer.dial_route(&request, deadline()).await.unwrap_err();
+            assert_eq!(
+                (err.kind, err.hop),
+                (SshErrorKind::DestinationForbidden, hop)
+            );
+        }
+    }
+
     /// The dial-time check refuses what the create-time one would have: an address that
     /// reaches this host under another spelling is never connected to.
     #[tokio::test]
