@@ -8,8 +8,9 @@
 //!
 //! Layout: this file holds the constants, `main` and the test bed; `gateway/scenarios.rs`
 //! the scenarios (`gateway/waits.rs` the status long-polls, `gateway/webhooks.rs` sessions
-//! with webhooks on, `gateway/encoding.rs` what `encoding` costs, `gateway/soak.rs` the long
-//! mixed run of `make soak`), `gateway/work.rs` what every client does alike, `gateway/clients.rs` the
+//! with webhooks on, `gateway/encoding.rs` what `encoding` costs, `gateway/jump.rs` sessions
+//! through a jump host, `gateway/soak.rs` the long mixed run of `make soak`),
+//! `gateway/work.rs` what every client does alike, `gateway/clients.rs` the
 //! three clients, `gateway/process.rs` the processes it starts, `gateway/report.rs` payloads,
 //! /proc and the rows. The parts share this file's imports and constants (`use crate::*`):
 //! one bench binary, read as one program.
@@ -20,6 +21,8 @@
 mod clients;
 #[path = "gateway/encoding.rs"]
 mod encoding;
+#[path = "gateway/jump.rs"]
+mod jump;
 #[path = "gateway/process.rs"]
 mod process;
 #[path = "gateway/report.rs"]
@@ -56,6 +59,7 @@ use std::time::{Duration, Instant};
 
 use clients::*;
 use encoding::*;
+use jump::*;
 use process::*;
 use report::*;
 use scenarios::*;
@@ -180,6 +184,9 @@ fn main() {
     }
     if wanted("encoding") {
         all.extend(encoding_cost(&bed));
+    }
+    if wanted("jump") {
+        all.extend(jump(&bed));
     }
     // Last: the heaviest load, on a gateway and a target of its own (both gone after it).
     if wanted("target") {

@@ -6,6 +6,10 @@
 //! IPv4-mapped, IPv4-compatible, NAT64 or 6to4 form counts as the IPv4 address it embeds.
 //! Unspecified addresses are always refused; loopback, link-local and cloud metadata
 //! addresses pass a name rule only if an address rule (CIDR) also allows them. Pure: no I/O.
+//!
+//! Beyond a jump host the gateway resolves nothing (the hop before does), so a later hop and
+//! the target of a jumped session are judged as given (`check_given`): an IP literal by the
+//! address rules above, a name by the name rules alone.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -112,6 +116,24 @@ impl DestinationPolicy {
             _ => {}
         }
         if !self.allow.is_empty() && !by_address && !by_name {
+            return Err(Denied("not in the allowed destinations".into()));
+        }
+        Ok(())
+    }
+
+    /// May a jump host reach `host:port`, which it resolves itself? An IP literal is judged
+    /// as `check` judges it; a name by the name rules only, since no address is known here:
+    /// a name a deny rule names is refused, and with an allow list a name must be allowed
+    /// by a name rule (an address rule cannot vouch for an address nobody has seen).
+    pub fn check_given(&self, host: &str, port: u16) -> Result<(), Denied> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return self.check(host, ip, port);
+        }
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(rule) = self.deny.iter().find(|r| r.allows_name(&host, port)) {
+            return Err(Denied(format!("denied by the rule {}", rule.text)));
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|r| r.allows_name(&host, port)) {
             return Err(Denied("not in the allowed destinations".into()));
         }
         Ok(())
@@ -434,6 +456,34 @@ mod tests {
             Some(Ipv4Addr::new(192, 0, 2, 1))
         );
         assert!(default.check("x", ip("2001:db8::1"), 22).is_ok());
+    }
+
+    /// A hop's next host is judged as given: literals by address, names by name only.
+    #[test]
+    fn given_names_and_literals() {
+        let p = policy(&["10.0.0.0/8", "*.corp.example"], &["secret.corp.example"]);
+        assert!(p.check_given("db.corp.example", 22).is_ok());
+        assert!(p.check_given("DB.corp.example.", 22).is_ok());
+        assert!(p.check_given("10.1.2.3", 22).is_ok());
+        for bad in [
+            "secret.corp.example",
+            "other.example",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+        ] {
+            assert!(p.check_given(bad, 22).is_err(), "{bad}");
+        }
+        // An address rule says nothing about a name nobody here resolved.
+        let p = policy(&["10.0.0.0/8"], &[]);
+        assert!(p.check_given("db.corp.example", 22).is_err());
+        let default = DestinationPolicy::default();
+        assert!(default.check_given("anything.example", 22).is_ok());
+        assert!(default.check_given("169.254.169.254", 22).is_err());
+        let p = policy(&[], &["db.example:22"]);
+        assert!(p.check_given("db.example", 22).is_err());
+        assert!(p.check_given("db.example", 2222).is_ok());
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub const MAX_USERNAME_LEN: usize = 256;
 /// Terminal type names are short (`xterm-256color`); the cap keeps them sane.
 pub const MAX_TERM_LEN: usize = 64;
 pub const DEFAULT_TERM: &str = "xterm-256color";
+/// Jump hosts a session may go through. Each adds a handshake to the start and a copy of
+/// every byte on the bridge thread; three reach through any bastion layout we have heard of.
+pub const MAX_HOPS: usize = 3;
 
 /// A validated create-session request.
 #[derive(Debug)]
@@ -28,6 +31,48 @@ pub struct SessionRequest {
     pub creator: String,
     /// The session's own timers and options, within the operator's bounds.
     pub options: SessionOptions,
+    /// Jump hosts, in the order they are connected to (the first is dialled); empty for a
+    /// direct session. At most `MAX_HOPS`.
+    pub jump: Vec<Hop>,
+}
+
+/// One jump host: where, as whom, and how it proves itself, with the same rules as the
+/// target. The gateway dials the first hop; each hop opens a `direct-tcpip` channel to the
+/// next one, or to the target.
+#[derive(Debug)]
+pub struct Hop {
+    pub target: Target,
+    pub credentials: Credentials,
+    pub host_key: Option<HostKeyPin>,
+}
+
+impl SessionRequest {
+    /// The session's route for status and logs: `user@target:port`, followed by
+    /// ` via user@jump1:port, user@jump2:port` when it goes through jump hosts.
+    pub fn route(&self) -> Route {
+        Route {
+            target: self.target.clone(),
+            hops: self.jump.iter().map(|h| h.target.clone()).collect(),
+        }
+    }
+}
+
+/// The endpoints a session goes through (see `SessionRequest::route`). Safe to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub target: Target,
+    pub hops: Vec<Target>,
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.target)?;
+        for (n, hop) in self.hops.iter().enumerate() {
+            f.write_str(if n == 0 { " via " } else { ", " })?;
+            write!(f, "{hop}")?;
+        }
+        Ok(())
+    }
 }
 
 /// What one session runs with, asked for at create-session or taken from the flags.
@@ -249,6 +294,25 @@ mod tests {
         ] {
             assert_eq!(RemoteEncoding::from_label(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn route_names_the_hops_in_order() {
+        let t = |host: &str| Target {
+            host: host.into(),
+            port: 22,
+            username: "u".into(),
+        };
+        let route = |hops: Vec<Target>| Route {
+            target: t("db"),
+            hops,
+        };
+        assert_eq!(route(vec![]).to_string(), "u@db:22");
+        assert_eq!(route(vec![t("j1")]).to_string(), "u@db:22 via u@j1:22");
+        assert_eq!(
+            route(vec![t("j1"), t("::1")]).to_string(),
+            "u@db:22 via u@j1:22, u@[::1]:22"
+        );
     }
 
     #[test]

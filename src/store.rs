@@ -342,6 +342,7 @@ mod tests {
                 ttl: Duration::from_secs(60),
                 ..Default::default()
             },
+            jump: Vec::new(),
         }
     }
 

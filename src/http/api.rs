@@ -14,7 +14,8 @@ use zeroize::Zeroize;
 
 use super::error::ApiError;
 use crate::request::{
-    self, AskedTimers, Credentials, RemoteEncoding, SessionOptions, SessionRequest, Target,
+    self, AskedTimers, Credentials, Hop, MAX_HOPS, RemoteEncoding, SessionOptions, SessionRequest,
+    Target,
 };
 use crate::secret::{self, Secret};
 use crate::ssh;
@@ -22,7 +23,7 @@ use crate::ssh;
 /// Largest create-session body: a 16 KiB RSA key fits several times over.
 pub const MAX_BODY: usize = 64 * 1024;
 
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
     "hostname",
     "port",
     "username",
@@ -37,6 +38,18 @@ const FIELDS: [&str; 14] = [
     "resume_grace",
     "handback",
     "encoding",
+    "jump",
+];
+
+/// What a jump host in `jump` may say: a target's fields, without a terminal or timers.
+const HOP_FIELDS: [&str; 7] = [
+    "hostname",
+    "port",
+    "username",
+    "password",
+    "private_key",
+    "passphrase",
+    "host_key",
 ];
 
 /// Longest duration anyone may ask for, so arithmetic on instants never overflows.
@@ -71,6 +84,8 @@ pub enum Raw {
     Text(String),
     Number(Value),
     Bool(bool),
+    /// `jump`: each jump host's fields, read as a body's are (`json_hops`).
+    Hops(Vec<HashMap<String, Raw>>),
     Other,
 }
 
@@ -108,6 +123,8 @@ fn json_fields(body: &[u8]) -> Result<HashMap<String, Raw>, ApiError> {
         let text = value.get();
         let raw = if text.starts_with('"') && SECRET_FIELDS.contains(&key.as_str()) {
             Raw::Text(secret::unescape_json_string(text).ok_or_else(not_json)?)
+        } else if key == "jump" && text.starts_with('[') {
+            json_hops(text)?
         } else {
             match serde_json::from_str::<Value>(text).map_err(|_| not_json())? {
                 Value::Null => {
@@ -123,6 +140,24 @@ fn json_fields(body: &[u8]) -> Result<HashMap<String, Raw>, ApiError> {
         fields.insert(key, raw);
     }
     Ok(fields)
+}
+
+/// `jump`'s list. Each jump host is an object read by `json_fields`, as a body is, so its
+/// secrets get the same care as the target's. Counted before any is read.
+fn json_hops(text: &str) -> Result<Raw, ApiError> {
+    let not_a_list = || ApiError::invalid_field("jump", "must be a list of jump host objects");
+    let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| not_a_list())?;
+    if items.len() > MAX_HOPS {
+        return Err(ApiError::too_many_hops(MAX_HOPS));
+    }
+    let mut hops = Vec::with_capacity(items.len());
+    for item in items {
+        if !item.get().starts_with('{') {
+            return Err(not_a_list());
+        }
+        hops.push(json_fields(item.get().as_bytes())?);
+    }
+    Ok(Raw::Hops(hops))
 }
 
 /// A JSON object's members in order, values raw, duplicates kept.
@@ -175,6 +210,7 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<(SessionRequest, AskedTimer
         // turns the rest of the password into a "field name".
         return Err(ApiError::unknown_field(&FIELDS));
     }
+    let jump = fields.remove("jump");
     let mut text = |name: &str| -> Result<Option<String>, ApiError> {
         match fields.remove(name) {
             None => Ok(None),
@@ -247,20 +283,86 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<(SessionRequest, AskedTimer
             }
         }
     };
+    let target = Target {
+        host,
+        port,
+        username,
+    };
+    let jump = hops(jump)?;
+    check_route(&target, &jump)?;
     let request = SessionRequest {
-        target: Target {
-            host,
-            port,
-            username,
-        },
+        target,
         credentials,
         term,
         host_key,
         // Filled in by the caller, which knows the API token and the bounds.
         creator: String::new(),
         options: SessionOptions::default(),
+        jump,
     };
     Ok((request, asked))
+}
+
+/// The jump hosts of `jump`, each checked by `build`, the target's own rules; an error
+/// says which hop (1 = the first, the one the gateway dials).
+fn hops(raw: Option<Raw>) -> Result<Vec<Hop>, ApiError> {
+    let list = match raw {
+        None => return Ok(Vec::new()),
+        Some(Raw::Hops(list)) => list,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "jump",
+                "must be a JSON list of jump host objects",
+            ));
+        }
+    };
+    if list.len() > MAX_HOPS {
+        return Err(ApiError::too_many_hops(MAX_HOPS));
+    }
+    let mut hops = Vec::with_capacity(list.len());
+    for (n, fields) in (1u8..).zip(list) {
+        let in_hop = |e: ApiError| {
+            ApiError {
+                message: format!("jump host {n}: {}", e.message),
+                ..e
+            }
+            .at_hop(n)
+        };
+        // `term`, the timers and a nested `jump` are the session's, not a hop's.
+        if fields.keys().any(|k| !HOP_FIELDS.contains(&k.as_str())) {
+            return Err(in_hop(ApiError::unknown_field(&HOP_FIELDS)));
+        }
+        let (hop, _) = build(fields).map_err(in_hop)?;
+        hops.push(Hop {
+            target: hop.target,
+            credentials: hop.credentials,
+            host_key: hop.host_key,
+        });
+    }
+    Ok(hops)
+}
+
+/// Refuses a route that goes in a circle: a jump host at the target's host and port, or at
+/// an earlier jump host's. Names are compared as given (normalized): each is resolved by
+/// the hop before it, so only the same spelling is surely the same place.
+fn check_route(target: &Target, hops: &[Hop]) -> Result<(), ApiError> {
+    let place = |t: &Target| (t.host.trim_end_matches('.').to_owned(), t.port);
+    for (i, hop) in hops.iter().enumerate() {
+        let n = i as u8 + 1;
+        if place(&hop.target) == place(target) {
+            return Err(
+                ApiError::jump_loop(&format!("jump host {n} is the target itself")).at_hop(n),
+            );
+        }
+        if let Some(earlier) = hops[..i]
+            .iter()
+            .position(|h| place(&h.target) == place(&hop.target))
+        {
+            let why = format!("jump host {n} is jump host {} again", earlier + 1);
+            return Err(ApiError::jump_loop(&why).at_hop(n));
+        }
+    }
+    Ok(())
 }
 
 /// A timer: a duration string (`"90s"`, `"10m"`, `"1h 30m"`) or whole seconds as a number
@@ -724,6 +826,125 @@ mod tests {
         let err =
             json(r#"{"hostname":"h","username":"u","password":"p","host_key":7}"#).unwrap_err();
         assert_eq!(err.code(), "invalid_field");
+    }
+
+    fn hop(host: &str, port: u16) -> serde_json::Value {
+        serde_json::json!({"hostname": host, "port": port, "username": "j", "password": "jp"})
+    }
+
+    fn with_jump(jump: serde_json::Value) -> Result<SessionRequest, ApiError> {
+        let body = serde_json::json!({"hostname":"db","username":"u","password":"p","jump":jump});
+        json(&body.to_string())
+    }
+
+    #[test]
+    fn jump_hosts_are_parsed_as_targets_are() {
+        let r = with_jump(serde_json::json!([
+            hop("Bastion.example", 2222),
+            {"hostname":"10.0.0.7","username":"k","private_key":"-----BEGIN\nkey","passphrase":"pp",
+             "host_key":"SHA256:XXkgCBclf7u8N2U6LMzRVGjMQyZ5vLfHJVSjjpWoOZc"},
+        ]))
+        .unwrap();
+        assert_eq!(r.jump.len(), 2);
+        assert_eq!(r.jump[0].target.host, "bastion.example");
+        assert_eq!(r.jump[0].target.port, 2222);
+        assert!(
+            matches!(r.jump[0].credentials, Credentials::Password(ref p) if p.expose() == "jp")
+        );
+        assert!(r.jump[0].host_key.is_none());
+        assert_eq!(r.jump[1].target.port, 22);
+        match &r.jump[1].credentials {
+            Credentials::PrivateKey { key, passphrase } => {
+                assert_eq!(key.expose(), "-----BEGIN\nkey");
+                assert_eq!(passphrase.as_ref().unwrap().expose(), "pp");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(r.jump[1].host_key.is_some());
+        assert_eq!(
+            r.route().to_string(),
+            "u@db:22 via j@bastion.example:2222, k@10.0.0.7:22"
+        );
+        assert!(with_jump(serde_json::json!([])).unwrap().jump.is_empty());
+        assert!(
+            json(r#"{"hostname":"h","username":"u","password":"p"}"#)
+                .unwrap()
+                .jump
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_jump_lists() {
+        let err = |jump: serde_json::Value| with_jump(jump).unwrap_err();
+        let four: Vec<_> = (1..=4).map(|n| hop(&format!("j{n}"), 22)).collect();
+        assert_eq!(err(serde_json::json!(four)).code(), "too_many_hops");
+        let e = err(serde_json::json!([hop("j1", 22), hop("db", 22)]));
+        assert_eq!((e.code(), e.hop), ("jump_loop", Some(2)));
+        let e = err(serde_json::json!([
+            hop("j1", 22),
+            hop("j2", 22),
+            hop("j1", 22)
+        ]));
+        assert_eq!((e.code(), e.hop), ("jump_loop", Some(3)));
+        assert!(e.message.contains("jump host 1"), "{}", e.message);
+        // Another port on the same host is another place.
+        assert!(with_jump(serde_json::json!([hop("db", 2222)])).is_ok());
+        for (bad, code) in [
+            (serde_json::json!("j1"), "invalid_field"),
+            (serde_json::json!({"hostname":"j1"}), "invalid_field"),
+            (serde_json::json!([1]), "invalid_field"),
+            (
+                serde_json::json!([{"hostname":"j1","username":"j"}]),
+                "missing_field",
+            ),
+            (
+                serde_json::json!([{"hostname":"a b","username":"j","password":"x"}]),
+                "invalid_field",
+            ),
+            (
+                serde_json::json!([{"hostname":"j1","username":"j","password":"x","port":0}]),
+                "invalid_field",
+            ),
+            (
+                serde_json::json!([{"hostname":"j1","username":"j","password":"x","private_key":"k"}]),
+                "ambiguous_credentials",
+            ),
+            (
+                serde_json::json!([{"hostname":"j1","username":"j","password":"x","term":"vt100"}]),
+                "invalid_field",
+            ),
+            (
+                serde_json::json!([{"hostname":"j1","username":"j","password":"x","jump":[]}]),
+                "invalid_field",
+            ),
+            (
+                serde_json::json!([{"hostname":"j1","username":"j","password":"x","host_key":"nope"}]),
+                "invalid_field",
+            ),
+        ] {
+            let e = err(bad.clone());
+            assert_eq!(e.code(), code, "{bad}");
+        }
+        let e = err(
+            serde_json::json!([hop("j1", 22), {"hostname":"j2","username":"j","password":"x","port":"x"}]),
+        );
+        assert_eq!(e.hop, Some(2));
+        assert!(
+            e.message.starts_with("jump host 2: field `port`"),
+            "{}",
+            e.message
+        );
+        // A form body cannot carry a list.
+        assert_eq!(
+            code(form("hostname=h&username=u&password=p&jump=j1")),
+            "invalid_field"
+        );
+        // A hop's secret is never echoed either.
+        let e = err(
+            serde_json::json!([{"hostname":"j1","username":"j","password":"SECRET-1","SECRET-2":"x"}]),
+        );
+        assert!(!e.message.contains("SECRET"), "{}", e.message);
     }
 
     #[test]

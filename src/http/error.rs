@@ -45,10 +45,14 @@ pub enum ApiErrorKind {
     AdminRequired,
     /// `encoding` is not a WHATWG label, or names one no terminal speaks (UTF-16).
     UnknownEncoding,
+    /// `jump` lists more than `request::MAX_HOPS` jump hosts.
+    TooManyHops,
+    /// `jump` names the target, or one jump host twice: the route would go in a circle.
+    JumpLoop,
 }
 
 impl ApiErrorKind {
-    pub const ALL: [ApiErrorKind; 25] = [
+    pub const ALL: [ApiErrorKind; 27] = [
         ApiErrorKind::MalformedBody,
         ApiErrorKind::MissingField,
         ApiErrorKind::InvalidField,
@@ -74,6 +78,8 @@ impl ApiErrorKind {
         ApiErrorKind::SessionEnded,
         ApiErrorKind::AdminRequired,
         ApiErrorKind::UnknownEncoding,
+        ApiErrorKind::TooManyHops,
+        ApiErrorKind::JumpLoop,
     ];
 
     /// The wire code: part of the contract, never renamed.
@@ -104,6 +110,8 @@ impl ApiErrorKind {
             ApiErrorKind::SessionEnded => "session_ended",
             ApiErrorKind::AdminRequired => "admin_required",
             ApiErrorKind::UnknownEncoding => "unknown_encoding",
+            ApiErrorKind::TooManyHops => "too_many_hops",
+            ApiErrorKind::JumpLoop => "jump_loop",
         }
     }
 
@@ -117,7 +125,9 @@ impl ApiErrorKind {
             | ApiErrorKind::BadWebsocketRequest
             | ApiErrorKind::BadRequestTarget
             | ApiErrorKind::InvalidQuery
-            | ApiErrorKind::UnknownEncoding => StatusCode::BAD_REQUEST,
+            | ApiErrorKind::UnknownEncoding
+            | ApiErrorKind::TooManyHops
+            | ApiErrorKind::JumpLoop => StatusCode::BAD_REQUEST,
             ApiErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiErrorKind::OriginForbidden
             | ApiErrorKind::DestinationForbidden
@@ -145,6 +155,9 @@ pub struct ApiError {
     pub allow: Option<&'static str>,
     /// For 429: seconds until a retry may pass.
     pub retry_after: Option<u64>,
+    /// The jump host (1 = the first) the error is about, sent as `"hop"`; `None`: the
+    /// request itself or its target.
+    pub hop: Option<u8>,
 }
 
 impl ApiError {
@@ -154,6 +167,7 @@ impl ApiError {
             message: message.into(),
             allow: None,
             retry_after: None,
+            hop: None,
         }
     }
 
@@ -332,8 +346,31 @@ impl ApiError {
         Self::new(ApiErrorKind::RecordingUnavailable, why)
     }
 
+    pub fn too_many_hops(max: usize) -> Self {
+        Self::new(
+            ApiErrorKind::TooManyHops,
+            format!("`jump` may list at most {max} jump hosts"),
+        )
+    }
+
+    pub fn jump_loop(why: &str) -> Self {
+        Self::new(ApiErrorKind::JumpLoop, why)
+    }
+
+    /// The same error, about jump host `hop` (1 = the first).
+    pub fn at_hop(self, hop: u8) -> Self {
+        ApiError {
+            hop: Some(hop),
+            ..self
+        }
+    }
+
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        let body = json!({"error": {"code": self.code(), "message": self.message}}).to_string();
+        let mut error = json!({"code": self.code(), "message": self.message});
+        if let Some(hop) = self.hop {
+            error["hop"] = json!(hop);
+        }
+        let body = json!({ "error": error }).to_string();
         let mut res = Response::new(Full::new(Bytes::from(body)));
         *res.status_mut() = self.status();
         res.headers_mut()

@@ -245,8 +245,12 @@ async fn create_session(
     let (mut request, asked) = parse_create(kind, Vec::from(body))?;
     request.creator = token.name.clone();
     request.options = state.timers.apply(asked)?;
-    precheck_destination(state, &request.target.host, request.target.port).await?;
-    let target = request.target.clone();
+    if request.jump.is_empty() {
+        precheck_destination(state, &request.target.host, request.target.port).await?;
+    } else {
+        precheck_route(state, &request).await?;
+    }
+    let target = request.route();
     let method = request.credentials.method();
     let handback = request.options.handback;
     let ttl = request.options.ttl;
@@ -359,6 +363,32 @@ async fn precheck_destination(state: &State, host: &str, port: u16) -> Result<()
     }
     let why = first_refusal.map(|d| d.0).unwrap_or_default();
     Err(ApiError::destination_forbidden(&why))
+}
+
+/// A session through jump hosts: the first hop is the one dialled, so it is checked as a
+/// target is; each later hop and the target are reached by the hop before, and judged as
+/// given (`DestinationPolicy::check_given`). A refusal names the hop (1 = the first).
+async fn precheck_route(
+    state: &State,
+    request: &crate::request::SessionRequest,
+) -> Result<(), ApiError> {
+    let mut hops = (1u8..).zip(&request.jump);
+    if let Some((n, first)) = hops.next() {
+        precheck_destination(state, &first.target.host, first.target.port)
+            .await
+            .map_err(|e| e.at_hop(n))?;
+    }
+    for (n, hop) in hops {
+        let (host, port) = (&hop.target.host, hop.target.port);
+        if let Err(denied) = state.destinations.check_given(host, port) {
+            return Err(ApiError::destination_forbidden(&denied.0).at_hop(n));
+        }
+    }
+    let target = &request.target;
+    state
+        .destinations
+        .check_given(&target.host, target.port)
+        .map_err(|denied| ApiError::destination_forbidden(&denied.0))
 }
 
 /// Browsers send `Origin` with every WebSocket; a page elsewhere must not open sessions with

@@ -16,19 +16,19 @@ use super::hostkey::{HostKey, HostKeys};
 use crate::request::{Credentials, HostKeyPin, SessionRequest, Target};
 
 // libssh2 error codes we tell apart (libssh2.h).
-const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+pub(super) const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
 const LIBSSH2_ERROR_FILE: i32 = -16;
 const LIBSSH2_ERROR_AUTHENTICATION_FAILED: i32 = -18;
 const LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED: i32 = -19;
 
 /// AES-GCM first: through libssh2 it is markedly faster than chacha20-poly1305 on CPUs with
 /// AES-NI, and both are AEAD. The CTR modes stay for older servers; no CBC, no RC4.
-const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
+pub(super) const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
 /// Key exchange without SHA-1 or 1024-bit groups; post-quantum hybrid first. libssh2 adds
 /// `kex-strict-c-v00@openssh.com` (the Terrapin fix) and `ext-info-c` in front itself.
-const KEX: &str = "mlkem768x25519-sha256,curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,diffie-hellman-group14-sha256";
+pub(super) const KEX: &str = "mlkem768x25519-sha256,curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,diffie-hellman-group14-sha256";
 /// MACs (used only with the CTR ciphers): SHA-2, encrypt-then-MAC first.
-const MACS: &str =
+pub(super) const MACS: &str =
     "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha2-256,hmac-sha2-512";
 
 /// The SSH socket, shared between libssh2 (which wants to own a stream) and the pump's
@@ -141,7 +141,7 @@ fn log_negotiated(session: &Session) {
     );
 }
 
-fn check_host_key(
+pub(super) fn check_host_key(
     session: &Session,
     host_keys: &HostKeys,
     target: &Target,
@@ -174,7 +174,7 @@ fn check_host_key(
 }
 
 /// Consumes the credentials: they are dropped, and so wiped, when this returns.
-fn authenticate(
+pub(super) fn authenticate(
     session: &Session,
     username: &str,
     credentials: Credentials,
@@ -208,7 +208,7 @@ fn authenticate(
     }
 }
 
-fn set_timeout(session: &Session, deadline: Instant) -> Result<(), SshError> {
+pub(super) fn set_timeout(session: &Session, deadline: Instant) -> Result<(), SshError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(SshError::connect_timeout());
@@ -218,7 +218,7 @@ fn set_timeout(session: &Session, deadline: Instant) -> Result<(), SshError> {
     Ok(())
 }
 
-fn map_error(e: &ssh2::Error, context: &str) -> SshError {
+pub(super) fn map_error(e: &ssh2::Error, context: &str) -> SshError {
     match e.code() {
         ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => SshError::connect_timeout(),
         _ => failed(context, e),
@@ -226,9 +226,59 @@ fn map_error(e: &ssh2::Error, context: &str) -> SshError {
 }
 
 /// libssh2's own message helps an operator and holds no secrets (it never sees them in text).
-fn failed(context: &str, e: &ssh2::Error) -> SshError {
+pub(super) fn failed(context: &str, e: &ssh2::Error) -> SshError {
     SshError::new(
         SshErrorKind::SshFailed,
         format!("{context}: {}", e.message()),
     )
+}
+
+/// The algorithm preferences `open_shell` sets, for a session `jump` opens (a jump host,
+/// or a target behind one): the same lists, the host key types known for `target` first.
+pub(super) fn set_preferences(
+    session: &Session,
+    host_keys: &HostKeys,
+    target: &Target,
+    pin: Option<&HostKeyPin>,
+) -> Result<(), SshError> {
+    let host_key_algorithms = host_keys.algorithms(&target.host, target.port, pin);
+    let prefs = [
+        (MethodType::Kex, KEX),
+        (MethodType::HostKey, host_key_algorithms.as_str()),
+        (MethodType::CryptCs, CIPHERS),
+        (MethodType::CryptSc, CIPHERS),
+        (MethodType::MacCs, MACS),
+        (MethodType::MacSc, MACS),
+    ];
+    for (method, list) in prefs {
+        session
+            .method_pref(method, list)
+            .map_err(|e| failed("cannot set SSH algorithm preferences", &e))?;
+    }
+    Ok(())
+}
+
+/// What `authenticate` makes of libssh2's answer, for an attempt `jump` drove itself (a
+/// session behind a jump host runs non-blocking, so it cannot make one blocking call).
+pub(super) fn auth_result(
+    session: &Session,
+    result: Result<(), ssh2::Error>,
+) -> Result<(), SshError> {
+    match result {
+        Ok(()) if session.authenticated() => Ok(()),
+        Ok(()) => Err(SshError::new(
+            SshErrorKind::AuthFailed,
+            "authentication failed",
+        )),
+        Err(e) => Err(match e.code() {
+            ErrorCode::Session(LIBSSH2_ERROR_FILE) => SshError::new(
+                SshErrorKind::KeyInvalid,
+                "the private key cannot be read, or the passphrase is wrong",
+            ),
+            ErrorCode::Session(
+                LIBSSH2_ERROR_AUTHENTICATION_FAILED | LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED,
+            ) => SshError::new(SshErrorKind::AuthFailed, "authentication failed"),
+            _ => map_error(&e, "authentication failed"),
+        }),
+    }
 }

@@ -3,6 +3,9 @@
 //!
 //! Names are resolved by hickory (reading /etc/hosts and /etc/resolv.conf itself), not
 //! glibc's NSS: a statically linked binary cannot load NSS modules.
+//!
+//! A session through jump hosts dials its first hop; the hosts beyond it are resolved by
+//! the hop before them, so the policy judges them as given (`dial_route`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -16,6 +19,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::error::{SshError, SshErrorKind};
 use crate::destination::DestinationPolicy;
+use crate::request::{SessionRequest, Target};
 
 /// TCP keepalive on the SSH socket, so a target that vanishes without a FIN is noticed.
 const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
@@ -88,6 +92,40 @@ impl Dialer {
         Err(last.unwrap_or_else(|| {
             SshError::new(SshErrorKind::DnsFailed, format!("{host} has no addresses"))
         }))
+    }
+
+    /// Connects to the first host of `request`'s route: the target, or its first jump host
+    /// once every host beyond that one passes the policy as given. A refusal, or a failure
+    /// to reach the first hop, names the hop (1 = the first).
+    pub async fn dial_route(
+        &self,
+        request: &SessionRequest,
+        deadline: Instant,
+    ) -> Result<std::net::TcpStream, SshError> {
+        let Some(first) = request.jump.first() else {
+            let target = &request.target;
+            return self.dial(&target.host, target.port, deadline).await;
+        };
+        for (n, hop) in (2u8..).zip(&request.jump[1..]) {
+            self.check_given(&hop.target).map_err(|e| e.at_hop(n))?;
+        }
+        self.check_given(&request.target)?;
+        let hop = &first.target;
+        self.dial(&hop.host, hop.port, deadline)
+            .await
+            .map_err(|e| e.at_hop(1))
+    }
+
+    fn check_given(&self, endpoint: &Target) -> Result<(), SshError> {
+        self.policy
+            .check_given(&endpoint.host, endpoint.port)
+            .map_err(|denied| {
+                tracing::info!(host = endpoint.host, port = endpoint.port, reason = %denied.0, "destination refused");
+                SshError::new(
+                    SshErrorKind::DestinationForbidden,
+                    format!("the gateway may not connect there: {}", denied.0),
+                )
+            })
     }
 
     /// The addresses of `host` (an IP literal is its own answer).
@@ -201,6 +239,59 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind, SshErrorKind::DestinationForbidden);
+    }
+
+    fn routed(hops: &[(&str, u16)], target: (&str, u16)) -> SessionRequest {
+        let at = |(host, port): (&str, u16)| Target {
+            host: host.into(),
+            port,
+            username: "u".into(),
+        };
+        let password = || crate::request::Credentials::Password(String::from("pw").into());
+        SessionRequest {
+            target: at(target),
+            credentials: password(),
+            term: "xterm".into(),
+            host_key: None,
+            creator: "ci".into(),
+            options: Default::default(),
+            jump: hops
+                .iter()
+                .map(|&hop| crate::request::Hop {
+                    target: at(hop),
+                    credentials: password(),
+                    host_key: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// At connect time too, every host beyond the first hop is judged as given before the
+    /// first is dialled, and the refusal names the hop; the first hop's own refusal is
+    /// hop 1, on its addresses.
+    #[tokio::test]
+    async fn a_route_is_judged_before_its_first_hop_is_dialled() {
+        let deny = vec!["db.internal".to_owned(), "10.9.0.0/16".to_owned()];
+        let dialer = Dialer {
+            resolver: None,
+            policy: Arc::new(DestinationPolicy::parse(&[], &deny).unwrap()),
+        };
+        let deadline = || Instant::now() + Duration::from_secs(1);
+        let cases = [
+            (routed(&[("10.9.0.1", 22)], ("10.1.0.1", 22)), Some(1)),
+            (
+                routed(&[("10.1.0.1", 22), ("10.9.0.2", 22)], ("h", 22)),
+                Some(2),
+            ),
+            (routed(&[("10.1.0.1", 22)], ("DB.internal", 22)), None),
+        ];
+        for (request, hop) in cases {
+            let err = dialer.dial_route(&request, deadline()).await.unwrap_err();
+            assert_eq!(
+                (err.kind, err.hop),
+                (SshErrorKind::DestinationForbidden, hop)
+            );
+        }
     }
 
     /// The dial-time check refuses what the create-time one would have: an address that

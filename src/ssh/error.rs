@@ -1,5 +1,6 @@
 //! `SshError`: why a session could not start or went away, with the stable code the
 //! WebSocket reports in `ssh-error`. Messages are for people and never hold credentials.
+//! An error at a jump host says which one (`hop`, 1 = the first).
 
 use std::fmt;
 
@@ -17,6 +18,9 @@ pub enum SshErrorKind {
     HostKeyMismatch,
     /// No key is known for the host and the policy is strict.
     HostKeyUnknown,
+    /// A jump host refused to open a `direct-tcpip` channel to the next host (OpenSSH's
+    /// `AllowTcpForwarding no`, or `PermitOpen`).
+    ForwardingRefused,
 }
 
 impl SshErrorKind {
@@ -32,10 +36,11 @@ impl SshErrorKind {
             SshErrorKind::DestinationForbidden => "destination_forbidden",
             SshErrorKind::HostKeyMismatch => "host_key_mismatch",
             SshErrorKind::HostKeyUnknown => "host_key_unknown",
+            SshErrorKind::ForwardingRefused => "forwarding_refused",
         }
     }
 
-    pub const ALL: [SshErrorKind; 10] = [
+    pub const ALL: [SshErrorKind; 11] = [
         SshErrorKind::DnsFailed,
         SshErrorKind::ConnectFailed,
         SshErrorKind::ConnectTimeout,
@@ -46,6 +51,7 @@ impl SshErrorKind {
         SshErrorKind::DestinationForbidden,
         SshErrorKind::HostKeyMismatch,
         SshErrorKind::HostKeyUnknown,
+        SshErrorKind::ForwardingRefused,
     ];
 }
 
@@ -53,6 +59,8 @@ impl SshErrorKind {
 pub struct SshError {
     pub kind: SshErrorKind,
     pub message: String,
+    /// The jump host it happened at (1 = the one dialled); `None`: the target, or no hop.
+    pub hop: Option<u8>,
 }
 
 impl SshError {
@@ -60,6 +68,16 @@ impl SshError {
         SshError {
             kind,
             message: message.into(),
+            hop: None,
+        }
+    }
+
+    /// The same error, at jump host `hop`; the message says so too, for logs and status.
+    pub fn at_hop(self, hop: u8) -> Self {
+        SshError {
+            message: format!("jump host {hop}: {}", self.message),
+            hop: Some(hop),
+            ..self
         }
     }
 

@@ -10,6 +10,7 @@ mod dial;
 mod error;
 mod exchange;
 mod hostkey;
+mod jump;
 mod known_hosts;
 mod thread;
 mod wake;

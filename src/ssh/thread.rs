@@ -10,6 +10,11 @@
 //! poll. When the output queue is full the thread stops reading the channel, so the SSH
 //! window pushes back on the remote program, but it keeps writing input (Ctrl-C gets
 //! through). It never busy-waits: with nothing to do it sleeps until a fd is ready.
+//!
+//! A session through jump hosts (`jump.rs`) has a `Relay` beside its shell: each turn it
+//! forwards through the relay's links before polling (and turns again if bytes moved), and
+//! the poll waits on the links' descriptors too. Closing drives the shell's goodbye, then
+//! the hops', through the links rather than blocking on a socket nobody forwards.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -26,6 +31,7 @@ use super::bridge::Start;
 use super::connect::{self, Shell};
 use super::error::{SshError, SshErrorKind};
 use super::exchange::{BridgeEvent, ExitInfo, Input, Shared};
+use super::jump::{self, Relay};
 
 /// Output is coalesced up to this many bytes per event (one WebSocket frame each).
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
@@ -54,19 +60,34 @@ pub(super) fn run(
         rows,
         deadline,
     } = start;
-    let opened = connect::open_shell(
-        stream,
-        request,
-        &host_keys,
-        remote_lang.as_deref(),
-        cols.into(),
-        rows.into(),
-        deadline,
-    );
+    let opened = if request.jump.is_empty() {
+        connect::open_shell(
+            stream,
+            request,
+            &host_keys,
+            remote_lang.as_deref(),
+            cols.into(),
+            rows.into(),
+            deadline,
+        )
+        .map(|shell| (shell, None))
+    } else {
+        jump::open_shell(
+            stream,
+            request,
+            &host_keys,
+            remote_lang.as_deref(),
+            cols.into(),
+            rows.into(),
+            deadline,
+            shared,
+        )
+        .map(|(shell, relay)| (shell, Some(relay)))
+    };
     // From here on closing goes through the wake fd.
     shared.handshake_socket.lock().take();
-    let mut shell = match opened {
-        Ok(shell) => shell,
+    let (mut shell, mut relay) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
             let _ = events_tx.blocking_send(BridgeEvent::Failed(past_deadline(e, deadline)));
             return;
@@ -76,12 +97,18 @@ pub(super) fn run(
         .blocking_send(BridgeEvent::Ready { cols, rows })
         .is_err()
     {
-        close(&mut shell);
+        close(&mut shell, relay);
         return;
     }
-    match pump(&mut shell, shared, &mut input_rx, &events_tx) {
+    match pump(
+        &mut shell,
+        relay.as_mut(),
+        shared,
+        &mut input_rx,
+        &events_tx,
+    ) {
         End::Remote => {
-            let info = exit_info(&mut shell);
+            let info = exit_info(&mut shell, relay.as_mut());
             let _ = events_tx.blocking_send(BridgeEvent::Closed(info));
         }
         End::Failed(e) => {
@@ -89,7 +116,7 @@ pub(super) fn run(
         }
         End::ClientGone => {}
     }
-    close(&mut shell);
+    close(&mut shell, relay);
 }
 
 /// A start that failed once the deadline had passed failed because of it: the socket was
@@ -104,7 +131,11 @@ fn past_deadline(e: SshError, deadline: Instant) -> SshError {
                 | SshErrorKind::HostKeyUnknown
         );
     if timed_out {
-        SshError::connect_timeout()
+        // Still at the hop it happened at, if any.
+        match e.hop {
+            Some(hop) => SshError::connect_timeout().at_hop(hop),
+            None => SshError::connect_timeout(),
+        }
     } else {
         e
     }
@@ -121,6 +152,7 @@ enum End {
 
 fn pump(
     shell: &mut Shell,
+    mut relay: Option<&mut Relay>,
     shared: &Shared,
     input_rx: &mut mpsc::Receiver<Input>,
     events_tx: &mpsc::Sender<BridgeEvent>,
@@ -229,6 +261,15 @@ fn pump(
         if more_to_read {
             continue;
         }
+        // What the shell just wrote goes on through the hops, and what they brought in may
+        // be readable now: another turn before any sleep.
+        if let Some(relay) = relay.as_deref_mut() {
+            match relay.forward() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => return End::Failed(e),
+            }
+        }
 
         // Ask libssh2 what it waits for only when something is held back by it.
         let mut socket_flags = PollFlags::empty();
@@ -243,11 +284,14 @@ fn pump(
                 BlockDirections::None => PollFlags::empty(),
             };
         }
-        let next_keepalive = shell
+        let mut next_keepalive = shell
             .session
             .keepalive_send()
             .unwrap_or(KEEPALIVE_SECS)
             .max(1);
+        if let Some(relay) = relay.as_deref() {
+            next_keepalive = next_keepalive.min(relay.keepalive().max(1));
+        }
         let timeout = Timespec {
             tv_sec: next_keepalive.into(),
             tv_nsec: 0,
@@ -259,7 +303,17 @@ fn pump(
             PollFd::new(&*shell.socket, socket_flags),
         ];
         let watched = if socket_flags.is_empty() { 1 } else { 2 };
-        match poll(&mut fds[..watched], Some(&timeout)) {
+        // Whether the wake fd was signalled (it is first in either set).
+        let woken = match relay.as_deref() {
+            None => poll(&mut fds[..watched], Some(&timeout)).map(|_| fds[0].revents()),
+            Some(relay) => {
+                let mut all: Vec<PollFd<'_>> = fds[..watched].to_vec();
+                all.extend(relay.poll_fds());
+                poll(&mut all, Some(&timeout)).map(|_| all[0].revents())
+            }
+        };
+        match woken {
+            Ok(revents) if !revents.is_empty() => shared.wake.clear(),
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => {
                 return End::Failed(SshError::new(
@@ -267,9 +321,6 @@ fn pump(
                     format!("poll failed: {e}"),
                 ));
             }
-        }
-        if !fds[0].revents().is_empty() {
-            shared.wake.clear();
         }
     }
 }
@@ -372,10 +423,21 @@ fn lost(session: &ssh2::Session, e: &io::Error) -> SshError {
 
 /// Reads the exit status after EOF. Blocking with a short timeout: the status and CLOSE
 /// follow EOF closely, and a server that never sends them must not hold the thread.
-fn exit_info(shell: &mut Shell) -> ExitInfo {
-    shell.session.set_blocking(true);
-    shell.session.set_timeout(CLOSE_TIMEOUT_MS);
-    let _ = shell.channel.wait_close();
+fn exit_info(shell: &mut Shell, relay: Option<&mut Relay>) -> ExitInfo {
+    match relay {
+        None => {
+            shell.session.set_blocking(true);
+            shell.session.set_timeout(CLOSE_TIMEOUT_MS);
+            let _ = shell.channel.wait_close();
+        }
+        Some(relay) => {
+            let deadline = close_deadline();
+            let channel = &mut shell.channel;
+            let _ = relay.drive(&shell.session, &shell.socket, deadline, None, || {
+                channel.wait_close()
+            });
+        }
+    }
     let exit_signal = shell.channel.exit_signal().ok().and_then(|s| s.exit_signal);
     let exit_status = match shell.channel.exit_status() {
         // libssh2 reports 0 when no status arrived; a signal death has no status.
@@ -390,10 +452,26 @@ fn exit_info(shell: &mut Shell) -> ExitInfo {
 
 /// Closes the channel (the remote shell gets SIGHUP) and says goodbye. Blocking with a
 /// short timeout, so that CLOSE is actually sent rather than lost to EAGAIN.
-fn close(shell: &mut Shell) {
-    shell.session.set_blocking(true);
-    shell.session.set_timeout(CLOSE_TIMEOUT_MS);
-    let _ = shell.channel.close();
-    let _ = shell.session.disconnect(None, "session closed", None);
+fn close(shell: &mut Shell, relay: Option<Relay>) {
+    let Some(mut relay) = relay else {
+        shell.session.set_blocking(true);
+        shell.session.set_timeout(CLOSE_TIMEOUT_MS);
+        let _ = shell.channel.close();
+        let _ = shell.session.disconnect(None, "session closed", None);
+        let _ = shell.socket.shutdown(Shutdown::Both);
+        return;
+    };
+    // Non-blocking through the links, the target first, then each hop inwards out.
+    let deadline = close_deadline();
+    let (session, socket, channel) = (&shell.session, &*shell.socket, &mut shell.channel);
+    let _ = relay.drive(session, socket, deadline, None, || channel.close());
+    let _ = relay.drive(session, socket, deadline, None, || {
+        session.disconnect(None, "session closed", None)
+    });
     let _ = shell.socket.shutdown(Shutdown::Both);
+    relay.close(close_deadline());
+}
+
+fn close_deadline() -> Instant {
+    Instant::now() + std::time::Duration::from_millis(CLOSE_TIMEOUT_MS.into())
 }

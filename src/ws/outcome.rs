@@ -139,6 +139,8 @@ pub(super) enum Outcome {
     Error {
         code: ErrorCode,
         message: String,
+        /// The jump host an SSH error happened at (1 = the first).
+        hop: Option<u8>,
     },
     /// The client left and the session could not wait for it to come back.
     ClientGone,
@@ -155,12 +157,17 @@ impl Outcome {
         Outcome::Error {
             code: code.into(),
             message: message.into(),
+            hop: None,
         }
     }
 
     /// The SSH side failed: its code, and its message (written for the user).
     pub(super) fn ssh(e: SshError) -> Self {
-        Outcome::error(e.kind, e.message)
+        Outcome::Error {
+            code: e.kind.into(),
+            message: e.message,
+            hop: e.hop,
+        }
     }
 
     /// The event and close code that tell a client this outcome; `None` when there is no
@@ -183,10 +190,11 @@ impl Outcome {
                 };
                 Some((event.encode(), CloseCode::Normal))
             }
-            Outcome::Error { code, message } => {
+            Outcome::Error { code, message, hop } => {
                 let event = ServerEvent::Error {
                     code: code.code(),
                     message,
+                    hop: *hop,
                 };
                 Some((event.encode(), code.close_code()))
             }

@@ -263,6 +263,8 @@ pub enum ServerEvent<'a> {
     Error {
         code: &'a str,
         message: &'a str,
+        /// The jump host the error happened at (1 = the first); sent only when set.
+        hop: Option<u8>,
     },
     Warning {
         code: &'a str,
@@ -330,8 +332,12 @@ impl ServerEvent<'_> {
                 name::SSH_CLOSED,
                 json!({"exit_status": info.exit_status, "exit_signal": info.exit_signal, "reason": info.reason()}),
             ),
-            ServerEvent::Error { code, message } => {
-                event(name::SSH_ERROR, json!({"code": code, "message": message}))
+            ServerEvent::Error { code, message, hop } => {
+                let mut data = json!({"code": code, "message": message});
+                if let Some(hop) = hop {
+                    data["hop"] = json!(hop);
+                }
+                event(name::SSH_ERROR, data)
             }
             ServerEvent::Warning { code, message } => {
                 event(name::WARNING, json!({"code": code, "message": message}))
@@ -576,11 +582,22 @@ mod tests {
         let msg = ServerEvent::Error {
             code: "auth_failed",
             message: "authentication \"failed\"",
+            hop: None,
         }
         .encode();
         assert_eq!(
             text(msg),
             r#"["ssh-error",{"code":"auth_failed","message":"authentication \"failed\""}]"#
+        );
+        let msg = ServerEvent::Error {
+            code: "host_key_mismatch",
+            message: "m",
+            hop: Some(2),
+        }
+        .encode();
+        assert_eq!(
+            text(msg),
+            r#"["ssh-error",{"code":"host_key_mismatch","hop":2,"message":"m"}]"#
         );
         assert!(
             matches!(ServerEvent::Output(Bytes::from_static(b"\xff\x00")).encode(), Message::Binary(b) if &b[..] == b"\xff\x00")

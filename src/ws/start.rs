@@ -203,7 +203,8 @@ async fn run(
     let Some(tracker) = ctx.ledger.tracker(id) else {
         return (unknown(), Some(ws));
     };
-    let target = request.target.clone();
+    // The route (`user@target:port via user@jump:port`) names the session in logs and status.
+    let target = request.route();
     let options = request.options.clone();
     // Recording (--record-dir): the file is created once the shell is ready.
     let recording = Recording::new(ctx.settings.record.as_ref(), &id.to_string(), &request.term);
@@ -216,7 +217,7 @@ async fn run(
     let deadline = tokio::time::Instant::now() + ctx.settings.connect_timeout;
     let revoked = tracker.control.revoked.clone();
     let dialed = tokio::select! {
-        dialed = ctx.dialer.dial(&target.host, target.port, deadline) => dialed.map_err(|e| {
+        dialed = ctx.dialer.dial_route(&request, deadline) => dialed.map_err(|e| {
             tracing::info!(code = e.code(), "connect failed");
             Outcome::ssh(e)
         }),

@@ -17,6 +17,7 @@ mod fuzz;
 mod handback_page;
 mod hidpi;
 mod host_keys;
+mod jump;
 
 mod lifecycle;
 mod notice_pages;

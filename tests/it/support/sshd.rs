@@ -117,12 +117,21 @@ pub struct Sshd {
     /// Stdin of a `sh` that kills the listener when it reads EOF, that is when this process
     /// exits without dropping `Sshd` (a `static`, an abort, Ctrl-C, SIGKILL).
     watchdog: Option<Watchdog>,
+    /// Config lines put before the defaults (see `start_with_config`).
+    extra_config: String,
 }
 
 impl Sshd {
     /// Starts an sshd on a free 127.0.0.1 port with fresh host keys, and waits until it
     /// answers with an SSH banner. Panics, with sshd's stderr, if it does not.
     pub fn start() -> Sshd {
+        Self::start_with_config("")
+    }
+
+    /// Starts an sshd as `start` does, with `extra` config lines (e.g. `AllowTcpForwarding
+    /// no`, `LogLevel VERBOSE`) before the defaults: sshd keeps a keyword's first value, so
+    /// these win.
+    pub fn start_with_config(extra: &str) -> Sshd {
         let dir = tempfile::Builder::new()
             .prefix("alfresco-sshd-")
             .tempdir()
@@ -144,6 +153,7 @@ impl Sshd {
             keys,
             child: None,
             watchdog: None,
+            extra_config: extra.to_owned(),
         };
         sshd.write_config();
         sshd.generate_host_keys();
@@ -255,6 +265,17 @@ impl Sshd {
         self.dir.path().join("sshd_config")
     }
 
+    /// The PID of the listening sshd, while it runs; its per-connection processes (and
+    /// any connection they open) descend from it.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// What sshd has logged so far (its stderr).
+    pub fn log_text(&self) -> String {
+        self.log()
+    }
+
     fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no sshd log: {e})"))
     }
@@ -289,6 +310,7 @@ impl Sshd {
             .collect();
         let config = format!(
             "# Written by tests/it/support/sshd.rs for one test process.\n\
+             {extra}\n\
              ListenAddress 127.0.0.1:{port}\n\
              {host_keys}\
              PidFile none\n\
@@ -310,6 +332,7 @@ impl Sshd {
              PrintLastLog no\n\
              ClientAliveInterval 0\n",
             port = self.port,
+            extra = self.extra_config,
             authorized_keys = quoted(&self.dir.path().join("authorized_keys")),
         );
         fs::write(self.config_path(), config).expect("write sshd_config");
