@@ -5,7 +5,8 @@
 //! The pump shuttles bytes between a non-blocking libssh2 channel and the session's queues,
 //! sleeping in `poll(2)` on the SSH socket and the wake fd.
 //!
-//! Order of each turn: take queued input, write it, apply a resize, read output until
+//! Order of each turn: take queued input, send it and its resizes in the order they came,
+//! read output until
 //! libssh2 says WouldBlock (a packet libssh2 already buffered would never wake `poll`), then
 //! poll. When the output queue is full the thread stops reading the channel, so the SSH
 //! window pushes back on the remote program, but it keeps writing input (Ctrl-C gets
@@ -164,10 +165,8 @@ fn pump(
     let mut read_buf = vec![0u8; INITIAL_READ_BUFFER];
     // Output read but not yet queued: `read_buf[..held]`.
     let mut held = 0;
-    let mut pending_input: VecDeque<Bytes> = VecDeque::new();
-    let mut pending_resize: Option<(u16, u16)> = None;
-    // The size of a window-change libssh2 has built and not yet sent (it returned EAGAIN).
-    let mut resize_in_flight: Option<(u16, u16)> = None;
+    // Input and resizes not yet sent, in the order they came (see `write_pending`).
+    let mut pending: VecDeque<Input> = VecDeque::new();
     // An output chunk the full queue refused; nothing more is read until it is delivered.
     let mut stalled: Option<BridgeEvent> = None;
 
@@ -177,32 +176,14 @@ fn pump(
         }
         loop {
             match input_rx.try_recv() {
-                Ok(Input::Data(bytes)) => pending_input.push_back(bytes),
-                Ok(Input::Resize { cols, rows }) => pending_resize = Some((cols, rows)),
+                Ok(input) => queue_input(&mut pending, input),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return End::ClientGone,
             }
         }
 
-        if let Err(e) = write_input(&mut shell.channel, &mut pending_input) {
+        if let Err(e) = write_pending(&mut shell.channel, &mut pending) {
             return End::Failed(lost(&shell.session, &e));
-        }
-        // libssh2 builds a window-change once; after EAGAIN its next call sends that same
-        // packet, whatever size the call names. So the size it holds is retried as such, and
-        // a newer one follows it, rather than being taken as sent with the older packet.
-        // At most two turns: the held one, then the newest.
-        while let Some((cols, rows)) = resize_in_flight.or_else(|| pending_resize.take()) {
-            match shell
-                .channel
-                .request_pty_size(cols.into(), rows.into(), None, None)
-            {
-                Ok(()) => resize_in_flight = None,
-                Err(e) if e.code() == ErrorCode::Session(LIBSSH2_ERROR_EAGAIN) => {
-                    resize_in_flight = Some((cols, rows));
-                    break;
-                }
-                Err(e) => return End::Failed(lost(&shell.session, &e.into())),
-            }
         }
 
         // Deliver what is stalled before reading more, keeping output in order.
@@ -276,7 +257,7 @@ fn pump(
         if reading && stalled.is_none() {
             socket_flags |= PollFlags::IN;
         }
-        if !pending_input.is_empty() || pending_resize.is_some() || resize_in_flight.is_some() {
+        if !pending.is_empty() {
             socket_flags |= match shell.session.block_directions() {
                 BlockDirections::Inbound => PollFlags::IN,
                 BlockDirections::Outbound => PollFlags::OUT,
@@ -325,19 +306,48 @@ fn pump(
     }
 }
 
-/// Writes queued input until it is all sent or libssh2 would block. A partial write is
-/// retried later with the same remaining bytes, as libssh2 requires.
-fn write_input(channel: &mut ssh2::Channel, pending: &mut VecDeque<Bytes>) -> io::Result<()> {
+/// Queues input for `write_pending`. A resize behind another resize replaces it (only the
+/// newest size matters), unless that one is at the front, where it may be half-sent.
+fn queue_input(pending: &mut VecDeque<Input>, input: Input) {
+    if let Input::Resize { .. } = input
+        && pending.len() > 1
+        && let Some(last @ Input::Resize { .. }) = pending.back_mut()
+    {
+        *last = input;
+        return;
+    }
+    pending.push_back(input);
+}
+
+/// Sends queued input and resizes in the order they came, until all are sent or libssh2
+/// would block: text typed after a resize reaches the shell after the new size (a `stty
+/// size` typed right after it must see it). libssh2 wants a call that returned EAGAIN
+/// repeated before anything else, so the front is retried as it stands: a partial write
+/// with the bytes left, a window-change with the size it was built with (libssh2 re-sends
+/// the packet it built, whatever size the retry names).
+fn write_pending(channel: &mut ssh2::Channel, pending: &mut VecDeque<Input>) -> io::Result<()> {
     while let Some(front) = pending.front_mut() {
-        match channel.write(front) {
-            Ok(n) => {
-                front.advance(n);
-                if front.is_empty() {
-                    pending.pop_front();
+        let done = match front {
+            Input::Data(bytes) => match channel.write(bytes) {
+                Ok(n) => {
+                    bytes.advance(n);
+                    bytes.is_empty()
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            },
+            Input::Resize { cols, rows } => {
+                match channel.request_pty_size((*cols).into(), (*rows).into(), None, None) {
+                    Ok(()) => true,
+                    Err(e) if e.code() == ErrorCode::Session(LIBSSH2_ERROR_EAGAIN) => {
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
+        };
+        if done {
+            pending.pop_front();
         }
     }
     Ok(())
