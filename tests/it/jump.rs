@@ -90,9 +90,14 @@ fn unix_inodes() -> HashSet<u64> {
         .collect()
 }
 
+/// Held by every test here for its whole run: only relays make UNIX sockets in this process,
+/// so with one jump test at a time the count `held` takes is this test's alone.
+static RELAYS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// What the relay could leave behind in this process (the gateway runs in it): TCP sockets
 /// connected to `ports`, and UNIX sockets. Other tests running meanwhile open neither of
-/// those to these sshds, and no other code of the gateway makes UNIX sockets.
+/// those to these sshds, no other code of the gateway makes UNIX sockets, and the other
+/// jump tests wait for `RELAYS`.
 fn held(ports: &[u16]) -> (usize, usize) {
     let ours = socket_inodes(std::process::id());
     let tcp = tcp_sockets()
@@ -177,6 +182,7 @@ fn assert_peer_is(target: &Sshd, last_hop: &Sshd) {
 /// host, the exit status comes back, and every descriptor is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_jump_host() {
+    let _relays = RELAYS.lock().await;
     let jump = Sshd::start();
     let target = Sshd::start();
     let ports = [jump.port, target.port];
@@ -211,6 +217,7 @@ async fn one_jump_host() {
 /// is the second hop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_jump_hosts() {
+    let _relays = RELAYS.lock().await;
     let first = Sshd::start();
     let second = Sshd::start();
     let target = Sshd::start();
@@ -252,6 +259,7 @@ async fn two_jump_hosts() {
 /// session with the right pin logs in, and then the log does name the user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hop_with_the_wrong_host_key_is_sent_nothing() {
+    let _relays = RELAYS.lock().await;
     let jump = Sshd::start_with_config("LogLevel VERBOSE");
     let other = Sshd::start();
     let target = Sshd::start();
@@ -292,6 +300,7 @@ async fn a_hop_with_the_wrong_host_key_is_sent_nothing() {
 /// naming the hop when it is one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_failures_name_the_hop() {
+    let _relays = RELAYS.lock().await;
     let first = Sshd::start();
     let second = Sshd::start();
     let target = Sshd::start();
@@ -320,6 +329,7 @@ async fn auth_failures_name_the_hop() {
 /// `connect_failed` at that hop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hop_that_does_not_forward() {
+    let _relays = RELAYS.lock().await;
     let closed = Sshd::start_with_config("AllowTcpForwarding no");
     let jump = Sshd::start();
     let target = Sshd::start();
@@ -353,6 +363,7 @@ async fn a_hop_that_does_not_forward() {
 /// at create-session, naming the hop, and nothing is left pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_routes_are_refused_at_create() {
+    let _relays = RELAYS.lock().await;
     let first = Sshd::start();
     let second = Sshd::start();
     let target = Sshd::start();
@@ -425,6 +436,7 @@ async fn bad_routes_are_refused_at_create() {
 /// shell back, and the exit status still arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_through_a_jump_host() {
+    let _relays = RELAYS.lock().await;
     let jump = Sshd::start();
     let target = Sshd::start();
     let gw = Gateway::start_with(|c| c.resume_grace = Some(Duration::from_secs(30))).await;
