@@ -1,5 +1,6 @@
 //! The blocking start of a session, run on the bridge thread: SSH handshake, the host-key
-//! check, authentication and the PTY shell, each bounded by the connect deadline.
+//! check, authentication (`auth.rs`) and the PTY shell, each bounded by the connect
+//! deadline, which stands still while the person answers a prompt.
 //!
 //! Credentials are consumed here: the `SessionRequest` is moved in and dropped (zeroized)
 //! as soon as authentication is over, whatever its outcome.
@@ -7,19 +8,16 @@
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::Instant;
 
 use ssh2::{Channel, ErrorCode, ExtendedData, MethodType, Session};
 
+use super::auth::{self, Page, set_timeout};
 use super::error::{SshError, SshErrorKind};
 use super::hostkey::{HostKey, HostKeys};
-use crate::request::{Credentials, HostKeyPin, SessionRequest, Target};
+use crate::request::{HostKeyPin, SessionRequest, Target};
 
 // libssh2 error codes we tell apart (libssh2.h).
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
-const LIBSSH2_ERROR_FILE: i32 = -16;
-const LIBSSH2_ERROR_AUTHENTICATION_FAILED: i32 = -18;
-const LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED: i32 = -19;
 
 /// AES-GCM first: through libssh2 it is markedly faster than chacha20-poly1305 on CPUs with
 /// AES-NI, and both are AEAD. The CTR modes stay for older servers; no CBC, no RC4.
@@ -46,10 +44,13 @@ pub struct Shell {
     pub session: Session,
     pub channel: Channel,
     pub socket: Arc<TcpStream>,
+    /// The terminal size the PTY was asked for.
+    pub size: (u32, u32),
 }
 
 /// Handshake, check the host key, authenticate and start a shell of `cols`×`rows` before
-/// `deadline`.
+/// the page's deadline (or at the size the page last asked for, if it changed while the
+/// person answered a prompt).
 pub fn open_shell(
     stream: TcpStream,
     request: SessionRequest,
@@ -57,7 +58,7 @@ pub fn open_shell(
     remote_lang: Option<&str>,
     cols: u32,
     rows: u32,
-    deadline: Instant,
+    page: &mut dyn Page,
 ) -> Result<Shell, SshError> {
     let socket = Arc::new(stream);
     let mut session = Session::new().map_err(|e| failed("cannot create an SSH session", &e))?;
@@ -86,7 +87,7 @@ pub fn open_shell(
             .map_err(|e| failed("cannot set SSH algorithm preferences", &e))?;
     }
 
-    set_timeout(&session, deadline)?;
+    set_timeout(&session, page.deadline())?;
     session
         .handshake()
         .map_err(|e| map_error(&e, "SSH handshake failed"))?;
@@ -95,10 +96,11 @@ pub fn open_shell(
     // the user name. On refusal `credentials` is dropped (wiped) on the way out.
     check_host_key(&session, host_keys, &target, host_key.as_ref())?;
 
-    set_timeout(&session, deadline)?;
-    authenticate(&session, &target.username, credentials)?;
+    set_timeout(&session, page.deadline())?;
+    auth::authenticate(&session, &target.username, credentials, page)?;
 
-    set_timeout(&session, deadline)?;
+    set_timeout(&session, page.deadline())?;
+    let (cols, rows) = page.size().unwrap_or((cols, rows));
     let mut channel = session
         .channel_session()
         .map_err(|e| map_error(&e, "cannot open a channel"))?;
@@ -120,6 +122,7 @@ pub fn open_shell(
         session,
         channel,
         socket,
+        size: (cols, rows),
     })
 }
 
@@ -153,51 +156,6 @@ fn check_host_key(
             Err(e)
         }
     }
-}
-
-/// Consumes the credentials: they are dropped, and so wiped, when this returns.
-fn authenticate(
-    session: &Session,
-    username: &str,
-    credentials: Credentials,
-) -> Result<(), SshError> {
-    let result = match &credentials {
-        Credentials::Password(password) => session.userauth_password(username, password.expose()),
-        Credentials::PrivateKey { key, passphrase } => session.userauth_pubkey_memory(
-            username,
-            None,
-            key.expose(),
-            passphrase.as_ref().map(|p| p.expose().as_str()),
-        ),
-    };
-    drop(credentials);
-    match result {
-        Ok(()) if session.authenticated() => Ok(()),
-        Ok(()) => Err(SshError::new(
-            SshErrorKind::AuthFailed,
-            "authentication failed",
-        )),
-        Err(e) => Err(match e.code() {
-            ErrorCode::Session(LIBSSH2_ERROR_FILE) => SshError::new(
-                SshErrorKind::KeyInvalid,
-                "the private key cannot be read, or the passphrase is wrong",
-            ),
-            ErrorCode::Session(
-                LIBSSH2_ERROR_AUTHENTICATION_FAILED | LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED,
-            ) => SshError::new(SshErrorKind::AuthFailed, "authentication failed"),
-            _ => map_error(&e, "authentication failed"),
-        }),
-    }
-}
-
-fn set_timeout(session: &Session, deadline: Instant) -> Result<(), SshError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(SshError::connect_timeout());
-    }
-    // libssh2 treats 0 as "no timeout"; round up so a sliver of time is not infinite.
-    session.set_timeout(left.as_millis().clamp(1, u32::MAX as u128) as u32);
-    Ok(())
 }
 
 fn map_error(e: &ssh2::Error, context: &str) -> SshError {

@@ -17,6 +17,8 @@ pub enum SshErrorKind {
     HostKeyMismatch,
     /// No key is known for the host and the policy is strict.
     HostKeyUnknown,
+    /// The person did not answer an authentication prompt within `--auth-prompt-timeout`.
+    AuthTimeout,
 }
 
 impl SshErrorKind {
@@ -32,10 +34,11 @@ impl SshErrorKind {
             SshErrorKind::DestinationForbidden => "destination_forbidden",
             SshErrorKind::HostKeyMismatch => "host_key_mismatch",
             SshErrorKind::HostKeyUnknown => "host_key_unknown",
+            SshErrorKind::AuthTimeout => "auth_timeout",
         }
     }
 
-    pub const ALL: [SshErrorKind; 10] = [
+    pub const ALL: [SshErrorKind; 11] = [
         SshErrorKind::DnsFailed,
         SshErrorKind::ConnectFailed,
         SshErrorKind::ConnectTimeout,
@@ -46,6 +49,7 @@ impl SshErrorKind {
         SshErrorKind::DestinationForbidden,
         SshErrorKind::HostKeyMismatch,
         SshErrorKind::HostKeyUnknown,
+        SshErrorKind::AuthTimeout,
     ];
 }
 

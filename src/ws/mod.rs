@@ -82,6 +82,8 @@ pub struct Context {
 pub struct SessionSettings {
     /// DNS, TCP, handshake and authentication together (`--connect-timeout`).
     pub connect_timeout: Duration,
+    /// How long one authentication prompt waits for the person (`--auth-prompt-timeout`).
+    pub auth_prompt_timeout: Duration,
     /// End a session after this long without input or output.
     pub idle_timeout: Option<Duration>,
     /// End a session after this long, busy or not.

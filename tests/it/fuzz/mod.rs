@@ -577,10 +577,14 @@ fn check_create(
             prop_assert!(request::valid_term(&req.term), "term {:?}", req.term);
             match &req.credentials {
                 Credentials::Password(_) => {}
-                Credentials::PrivateKey { key, passphrase } => {
+                Credentials::PrivateKey { key, passphrase }
+                | Credentials::KeyAndPassword {
+                    key, passphrase, ..
+                } => {
                     prop_assert!(!key.expose().trim().is_empty());
                     prop_assert!(passphrase.as_ref().is_none_or(|p| !p.expose().is_empty()));
                 }
+                Credentials::Interactive => {}
             }
         }
         Err(e) => {
@@ -653,6 +657,22 @@ fn check_accepted(req: &SessionRequest, sent: &HashMap<String, Sent>) -> Result<
                 passphrase.as_ref().map(|p| p.expose().as_str()),
                 sent_phrase
             );
+        }
+        Credentials::KeyAndPassword {
+            key,
+            passphrase,
+            password,
+        } => {
+            prop_assert_eq!(Some(key.expose().as_str()), text("private_key"));
+            prop_assert_eq!(Some(password.expose().as_str()), text("password"));
+            let sent_phrase = text("passphrase").filter(|p| !p.is_empty());
+            prop_assert_eq!(
+                passphrase.as_ref().map(|p| p.expose().as_str()),
+                sent_phrase
+            );
+        }
+        Credentials::Interactive => {
+            prop_assert_eq!(text("auth"), Some("interactive"));
         }
     }
     Ok(())
