@@ -15,7 +15,7 @@ mod fuzz;
 mod handback_page;
 mod hidpi;
 mod host_keys;
-
+mod kbd_auth;
 mod lifecycle;
 mod notice_pages;
 mod paste;
