@@ -42,7 +42,7 @@ use crate::ssh::{Dialer, HostKeys, SshErrorKind};
 use crate::store::Store;
 
 pub use outcome::{ErrorCode, ErrorKind, WarningKind};
-pub use protocol::{ClientEvent, decode_text};
+pub use protocol::{Answers, AuthResponse, ClientEvent, decode_text};
 pub use protocol::{MAX_MESSAGE, name as event_name};
 pub use registry::{Registry, ShareError};
 

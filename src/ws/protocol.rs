@@ -232,7 +232,12 @@ fn auth_response(data: Option<&RawValue>) -> Result<ClientEvent, ProtocolError> 
         #[serde(borrow)]
         answers: Vec<&'a RawValue>,
     }
-    let data: Data = serde_json::from_str(data.ok_or_else(shape)?.get()).map_err(|_| shape())?;
+    let data = data.ok_or_else(shape)?.get();
+    // serde would also read a struct from an array (`[["pw"]]`); only an object is one.
+    if !data.starts_with('{') {
+        return Err(shape());
+    }
+    let data: Data = serde_json::from_str(data).map_err(|_| shape())?;
     if data.answers.len() > MAX_PROMPTS {
         return Ok(ClientEvent::AuthResponse(AuthResponse::Oversized));
     }
@@ -588,6 +593,7 @@ mod tests {
             r#"["auth-response"]"#,
             r#"["auth-response",null]"#,
             r#"["auth-response",["a"]]"#,
+            r#"["auth-response",[["a"]]]"#,
             r#"["auth-response",{}]"#,
             r#"["auth-response",{"answers":"a"}]"#,
             r#"["auth-response",{"answers":[1]}]"#,
