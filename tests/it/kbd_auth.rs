@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 
+use crate::support::browser::Browser;
 use crate::support::gateway::{Gateway, TEST_TOKEN};
 use crate::support::logs::Capture;
 use crate::support::sshd::{Sshd, TEST_USER, test_password};
@@ -422,4 +423,67 @@ fn answers_are_never_logged_or_recorded() {
             "the password is in the {what}"
         );
     }
+}
+
+/// The page's form, in real Chromium: the server's prompts as labels over the terminal,
+/// masked inputs, the password and the code typed into them reach PAM and log in, and no
+/// answer stays in the DOM once sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_asks_in_a_form_and_keeps_no_answer() {
+    let sshd = pam_sshd(PAM_OTP);
+    let gw = Gateway::start().await;
+    let browser = Browser::start().await;
+    let id = gw.create_id(&interactive_body(&sshd)).await;
+    browser.open(&format!("http://{}/{id}", gw.addr)).await;
+    // The answers are passed as arguments, never written into a script (which a failing
+    // wait would print).
+    let holds = async |answer: &str| {
+        let script = "const a = arguments[0]; \
+             return document.documentElement.outerHTML.includes(a) \
+             || Array.from(document.querySelectorAll('input')).some(i => i.value.includes(a))";
+        browser.execute_with(script, vec![json!(answer)]).await == true
+    };
+    let password = test_password();
+    for (label, answer) in [
+        ("Password: ", password.clone()),
+        ("Verification code: ", otp_code()),
+    ] {
+        let form = browser
+            .wait_until(&format!("the form asks {label:?}"), async || {
+                let form = browser
+                    .execute(
+                        "const f = document.getElementById('auth-prompt'); \
+                         const i = f.querySelector('input'); \
+                         return f.hidden || !i ? null : \
+                         [f.querySelector('label').textContent, i.type, document.activeElement === i]",
+                    )
+                    .await;
+                (form[0] == label).then_some(form)
+            })
+            .await;
+        assert_eq!(form, json!([label, "password", true]), "masked and focused");
+        browser
+            .send_keys("#auth-prompt-fields input", &format!("{answer}\n"))
+            .await;
+        browser
+            .wait_until("the answer sent", async || {
+                let hidden = browser
+                    .execute("return document.getElementById('auth-prompt').hidden")
+                    .await;
+                (hidden == true || !holds(&answer).await).then_some(())
+            })
+            .await;
+        assert!(
+            !holds(&answer).await,
+            "the answer to {label:?} is still in the DOM"
+        );
+    }
+    browser.wait_for_line(PROMPT.trim_end()).await;
+    assert_eq!(browser.state().await, "connected");
+    assert!(
+        !holds(&password).await,
+        "the password is in the DOM after login"
+    );
+    browser.close().await;
+    gw.assert_idle().await;
 }
