@@ -40,8 +40,13 @@ const LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED: i32 = -19;
 const PUBLICKEY: &str = "publickey";
 const PASSWORD: &str = "password";
 const KEYBOARD_INTERACTIVE: &str = "keyboard-interactive";
-/// The order methods are tried in, when offered and when the session can use them.
+/// The order methods are tried in, when offered and when the session can use them: the
+/// session's own credentials first, so that a person is asked only for what they lack.
 const METHODS: [&str; 3] = [PUBLICKEY, PASSWORD, KEYBOARD_INTERACTIVE];
+/// For an interactive session the person answers either way: the server's own prompts
+/// first (as OpenSSH's client prefers), so that a PAM stack with a one-time code, which
+/// the password method cannot complete, does not ask for the password twice.
+const INTERACTIVE_METHODS: [&str; 3] = [PUBLICKEY, KEYBOARD_INTERACTIVE, PASSWORD];
 
 /// The person's page, as the bridge thread sees it while connecting.
 pub trait Page {
@@ -93,9 +98,14 @@ fn run(
     let mut tried: Vec<&str> = Vec::new();
     let mut rounds = 0;
     let mut failure = SshError::new(SshErrorKind::AuthFailed, "authentication failed");
+    let order = if credentials.is_interactive() {
+        INTERACTIVE_METHODS
+    } else {
+        METHODS
+    };
     // Each method at most once: at most three attempts, whatever the server says.
     loop {
-        let next = METHODS.into_iter().find(|method| {
+        let next = order.into_iter().find(|method| {
             !tried.contains(method) && offers(&offered, method) && usable(method, credentials)
         });
         let Some(method) = next else {
@@ -124,7 +134,7 @@ fn run(
             // The connection, the deadline or the person: nothing more can be tried.
             Err(e) => return Err(e),
         }
-        let more = METHODS
+        let more = order
             .into_iter()
             .any(|m| !tried.contains(&m) && usable(m, credentials));
         if !more {

@@ -170,6 +170,20 @@ async fn interactive_sessions_ask_the_person() {
     term.ready().await;
     exit(term).await;
 
+    // With the password method offered too, the server's own prompts come first, so the
+    // person types the password once (the password method cannot ask for the code).
+    let both = Sshd::start_pam(
+        PAM_OTP,
+        "UsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication yes\n",
+    );
+    let mut term = gw.open(&interactive_body(&both), 80, 24).await;
+    expect_prompt(&mut term, &[("Password: ", false)]).await;
+    answer(&mut term, &[&test_password()]).await;
+    expect_prompt(&mut term, &[("Verification code: ", false)]).await;
+    answer(&mut term, &[&otp_code()]).await;
+    term.ready().await;
+    exit(term).await;
+
     let plain = Sshd::start();
     let mut term = gw.open(&interactive_body(&plain), 80, 24).await;
     let prompt = expect_prompt(&mut term, &[("Password:", false)]).await;
