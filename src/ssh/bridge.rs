@@ -104,6 +104,7 @@ impl Bridge {
         let thread_shared = shared.clone();
         abort_at_deadline(
             Arc::downgrade(&shared),
+            shared.deadline.moved(),
             start.deadline,
             start.auth_prompt_timeout,
         );
@@ -206,13 +207,22 @@ impl InputPermit<'_> {
 /// The timer holds only a weak reference, so it keeps nothing of a finished session alive.
 ///
 /// The deadline stands still while a person is asked (`ConnectDeadline`): the timer then
-/// looks again once that wait must be over (`prompt_timeout`), and sleeps on to the moved
-/// deadline. At most two turns per prompt round, and it ends once the shell is up.
-fn abort_at_deadline(shared: Weak<Shared>, deadline: Instant, prompt_timeout: Duration) {
+/// waits until the clock starts again (`moved`), or at the latest until that wait must be
+/// over (`prompt_timeout`), and sleeps on to the moved deadline. A few turns per prompt
+/// round, and it ends once the shell is up.
+fn abort_at_deadline(
+    shared: Weak<Shared>,
+    moved: Arc<tokio::sync::Notify>,
+    deadline: Instant,
+    prompt_timeout: Duration,
+) {
     tokio::spawn(async move {
         let mut at = deadline;
         loop {
-            tokio::time::sleep_until(at.into()).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(at.into()) => {}
+                () = moved.notified() => {}
+            }
             let Some(shared) = shared.upgrade() else {
                 return;
             };

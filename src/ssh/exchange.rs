@@ -3,11 +3,13 @@
 //! it names no libssh2 type, so both sides depend on it and neither on the other.
 
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use super::error::SshError;
 use super::wake::Wake;
@@ -105,7 +107,12 @@ impl Shared {
 /// The connect deadline, which stops while the thread waits for a person's answers: the
 /// time a person takes at a prompt is theirs (bounded by `--auth-prompt-timeout`), not the
 /// server's. Shared so that the deadline timer (`bridge::abort_at_deadline`) sees it move.
-pub struct ConnectDeadline(Mutex<DeadlineState>);
+pub struct ConnectDeadline {
+    state: Mutex<DeadlineState>,
+    /// Told when the clock starts again, so the timer sleeps to the moved deadline at once
+    /// rather than on its fallback wake-up.
+    moved: Arc<Notify>,
+}
 
 struct DeadlineState {
     at: Instant,
@@ -115,26 +122,34 @@ struct DeadlineState {
 
 impl ConnectDeadline {
     pub fn new(at: Instant) -> Self {
-        ConnectDeadline(Mutex::new(DeadlineState {
-            at,
-            asking_since: None,
-        }))
+        ConnectDeadline {
+            state: Mutex::new(DeadlineState {
+                at,
+                asking_since: None,
+            }),
+            moved: Arc::new(Notify::new()),
+        }
+    }
+
+    /// What the timer waits on besides the deadline; it keeps nothing else alive.
+    pub fn moved(&self) -> Arc<Notify> {
+        self.moved.clone()
     }
 
     /// The deadline as it stands (while asking, as it stood when the asking began).
     pub fn at(&self) -> Instant {
-        self.0.lock().at
+        self.state.lock().at
     }
 
     /// The deadline, or `None` while a person is asked.
     pub fn running(&self) -> Option<Instant> {
-        let state = self.0.lock();
+        let state = self.state.lock();
         state.asking_since.is_none().then_some(state.at)
     }
 
     /// Stops the clock: a person is asked from now on.
     pub fn pause(&self) {
-        let mut state = self.0.lock();
+        let mut state = self.state.lock();
         if state.asking_since.is_none() {
             state.asking_since = Some(Instant::now());
         }
@@ -142,9 +157,11 @@ impl ConnectDeadline {
 
     /// Starts the clock again, the deadline moved by the time the person took.
     pub fn resume(&self) {
-        let mut state = self.0.lock();
+        let mut state = self.state.lock();
         if let Some(since) = state.asking_since.take() {
             state.at += since.elapsed();
+            // A permit is kept if the timer is not waiting yet: no wake-up is lost.
+            self.moved.notify_one();
         }
     }
 }
