@@ -96,7 +96,7 @@ fn run(
         }
     }
     let mut tried: Vec<&str> = Vec::new();
-    let mut rounds = 0;
+    let mut rounds = Rounds::default();
     let mut failure = SshError::new(SshErrorKind::AuthFailed, "authentication failed");
     let order = if credentials.is_interactive() {
         INTERACTIVE_METHODS
@@ -117,6 +117,13 @@ fn run(
             PASSWORD => password(session, username, credentials, page),
             _ => keyboard_interactive(session, username, credentials.password(), page, &mut rounds),
         };
+        // Ended from inside the callback (a flood, the person's timeout): the socket is
+        // shut, nothing more can be tried.
+        if let Err(e) = attempt.as_ref()
+            && rounds.ended
+        {
+            return Err(e.clone());
+        }
         match attempt {
             _ if session.authenticated() => {
                 tracing::info!(method, "authenticated");
@@ -224,7 +231,7 @@ fn keyboard_interactive(
     username: &str,
     password: Option<&Secret<String>>,
     page: &mut dyn Page,
-    rounds: &mut usize,
+    rounds: &mut Rounds,
 ) -> Result<(), SshError> {
     // libssh2 counts the time our callback waits against the call's timeout; the server's
     // share is bounded by the deadline timer instead (`bridge::abort_at_deadline`).
@@ -240,10 +247,19 @@ fn keyboard_interactive(
     };
     let result = session.userauth_keyboard_interactive(username, &mut prompter);
     if let Some(e) = prompter.failure {
+        prompter.rounds.ended = true;
         return Err(e);
     }
     set_timeout(session, prompter.page.deadline())?;
     result.map_err(|e| auth_error(&e))
+}
+
+/// The keyboard-interactive rounds of a session, over all its attempts.
+#[derive(Default)]
+struct Rounds {
+    count: usize,
+    /// An attempt was ended from inside the callback: the connection is shut.
+    ended: bool,
 }
 
 /// Answers keyboard-interactive rounds inside libssh2's callback.
@@ -251,7 +267,7 @@ struct Prompter<'a, 'p> {
     page: &'p mut dyn Page,
     password: Option<&'a Secret<String>>,
     password_used: bool,
-    rounds: &'a mut usize,
+    rounds: &'a mut Rounds,
     /// Why the attempt was ended from inside the callback; it overrides libssh2's result.
     failure: Option<SshError>,
 }
@@ -270,10 +286,10 @@ impl KeyboardInteractivePrompt for Prompter<'_, '_> {
         if self.failure.is_some() {
             return blank();
         }
-        *self.rounds += 1;
-        if *self.rounds > MAX_PROMPT_ROUNDS || prompts.len() > MAX_PROMPTS {
+        self.rounds.count += 1;
+        if self.rounds.count > MAX_PROMPT_ROUNDS || prompts.len() > MAX_PROMPTS {
             tracing::warn!(
-                rounds = *self.rounds,
+                rounds = self.rounds.count,
                 prompts = prompts.len(),
                 "prompt flood"
             );
@@ -478,7 +494,7 @@ mod tests {
     fn prompter_answers_the_password_once_and_asks_the_rest() {
         let mut page = FakePage::default();
         let password = Secret::new("pw".to_owned());
-        let mut rounds = 0;
+        let mut rounds = Rounds::default();
         let mut prompter = Prompter {
             page: &mut page,
             password: Some(&password),
@@ -498,7 +514,7 @@ mod tests {
         // An information round is shown, not asked.
         assert!(prompter.prompt("", "Hello\n", &[]).is_empty());
         assert!(prompter.failure.is_none());
-        assert_eq!(rounds, 3);
+        assert_eq!(rounds.count, 3);
         assert_eq!(page.asked.len(), 1);
         // The second password prompt went to the person, its text cut on a char boundary.
         assert_eq!(page.asked[0].prompts[0].text.len(), MAX_PROMPT_TEXT);
@@ -508,7 +524,7 @@ mod tests {
     #[test]
     fn prompter_ends_a_flood() {
         let mut page = FakePage::default();
-        let mut rounds = 0;
+        let mut rounds = Rounds::default();
         let mut prompter = Prompter {
             page: &mut page,
             password: None,
@@ -532,7 +548,7 @@ mod tests {
 
         // Too many prompts in one round is a flood too.
         let mut page = FakePage::default();
-        let mut rounds = 0;
+        let mut rounds = Rounds::default();
         let mut prompter = Prompter {
             page: &mut page,
             password: None,

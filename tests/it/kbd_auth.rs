@@ -398,6 +398,12 @@ fn answers_are_never_logged_or_recorded() {
     let spec = "trace,tungstenite=trace,tungstenite::protocol=trace,tokio_tungstenite=trace";
     let subscriber = alfresco_ssh::logging::subscriber(spec, false, false, capture.clone())
         .expect("the log filter");
+    // With a single registered dispatcher, tracing-core asks only the *calling thread's*
+    // default whether a callsite is wanted, the first time that callsite is hit: a gateway
+    // callsite first hit by a test running beside this one (the in-process russh test gets
+    // there within milliseconds) would be cached as unwanted, and this capture stay empty.
+    // A second registered dispatcher makes it ask every one, this capture included.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let _guard = tracing::subscriber::set_default(subscriber);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -420,7 +426,10 @@ fn answers_are_never_logged_or_recorded() {
         gw.stop().await;
     });
     let logs = capture.text();
-    assert!(logs.contains("asking the person"), "the capture works");
+    assert!(
+        logs.contains("session claimed"),
+        "the capture works:\n{logs}"
+    );
     let mut cast = String::new();
     for entry in std::fs::read_dir(records.path()).unwrap() {
         let path = entry.unwrap().path();
@@ -500,4 +509,95 @@ async fn the_page_asks_in_a_form_and_keeps_no_answer() {
     );
     browser.close().await;
     gw.assert_idle().await;
+}
+
+/// A hostile server that asks forever, with oversized texts: the page gets at most
+/// `MAX_PROMPT_ROUNDS` rounds, each text cut on a character boundary, and the attempt ends
+/// with `auth_failed`, nothing left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_flood_is_bounded() {
+    let (addr, server) = flood_server().await;
+    let gw = Gateway::start().await;
+    let body = json!({"hostname": "127.0.0.1", "port": addr.port(), "username": "u", "auth": "interactive"});
+    let mut term = gw.open(&body, 80, 24).await;
+    let mut rounds = 0;
+    let error = loop {
+        match term.next().await {
+            crate::support::term::Event::Named(name, prompt) if name == "auth-prompt" => {
+                rounds += 1;
+                assert!(rounds <= 8, "round {rounds}");
+                let text = prompt["prompts"][0]["text"].as_str().unwrap();
+                assert!(text.len() <= 512 && text.starts_with("é") && !text.contains('\u{fffd}'));
+                assert!(prompt["instruction"].as_str().unwrap().len() <= 2048);
+                answer(&mut term, &["x"]).await;
+            }
+            crate::support::term::Event::Named(name, data) if name == "ssh-error" => break data,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(rounds, 8);
+    assert_eq!(error["code"], "auth_failed", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many questions")
+    );
+    gw.assert_idle().await;
+    server.abort();
+}
+
+/// An in-process russh server whose keyboard-interactive never ends.
+async fn flood_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use russh::keys::PrivateKey;
+    use russh::keys::ssh_key::private::Ed25519Keypair;
+    use russh::server::Server as _;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seed: [u8; 32] = uuid::Uuid::new_v4()
+        .as_u128()
+        .to_le_bytes()
+        .repeat(2)
+        .try_into()
+        .unwrap();
+    let config = std::sync::Arc::new(russh::server::Config {
+        keys: vec![PrivateKey::from(Ed25519Keypair::from_seed(&seed))],
+        auth_rejection_time: Duration::ZERO,
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        ..Default::default()
+    });
+    let task = tokio::spawn(async move {
+        let _ = Flood.run_on_socket(config, &listener).await;
+    });
+    (addr, task)
+}
+
+#[derive(Clone)]
+struct Flood;
+
+impl russh::server::Server for Flood {
+    type Handler = Flood;
+
+    fn new_client(&mut self, _: Option<std::net::SocketAddr>) -> Flood {
+        Flood
+    }
+}
+
+impl russh::server::Handler for Flood {
+    type Error = russh::Error;
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        _user: &str,
+        _submethods: &str,
+        _response: Option<russh::server::Response<'a>>,
+    ) -> Result<russh::server::Auth, Self::Error> {
+        use std::borrow::Cow;
+        Ok(russh::server::Auth::Partial {
+            name: Cow::Borrowed("flood"),
+            instructions: Cow::Owned("i".repeat(5000)),
+            prompts: Cow::Owned(vec![(Cow::Owned(format!("{}:", "é".repeat(1000))), false)]),
+        })
+    }
 }
