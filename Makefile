@@ -24,10 +24,11 @@ $(ASSETS_STAMP): assets/package.json assets/package-lock.json
 	cd assets && npm ci --no-audit --no-fund --loglevel=error
 
 ## What the tests need beyond the build: OpenSSH's sshd, Dropbear and TinySSH (the compat
-## tests, docs/COMPATIBILITY.md), Chromium and ChromeDriver, asciinema
-## (the recording tests check our files with it), and the throw-away test account the test
-## sshd logs into. The tests start tinysshd themselves: the disable file keeps the package's
-## systemd socket unit from listening on port 22 of every interface.
+## tests, docs/COMPATIBILITY.md), Chromium and ChromeDriver, asciinema (the recording tests
+## check our files with it), a one-time-code PAM module (the keyboard-interactive tests), and
+## the throw-away test account the test sshd logs into. The tests start tinysshd themselves:
+## the disable file keeps the package's systemd socket unit from listening on port 22 of
+## every interface.
 test-deps:
 	@missing=""; \
 	  [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
@@ -39,6 +40,7 @@ test-deps:
 	  command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	  command -v openssl >/dev/null || missing="$$missing openssl"; \
 	  command -v asciinema >/dev/null || missing="$$missing asciinema"; \
+	  ls /usr/lib/*/security/pam_google_authenticator.so >/dev/null 2>&1 || missing="$$missing libpam-google-authenticator"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && $(APT_GET) install -y -qq --no-install-recommends $$missing; \

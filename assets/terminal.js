@@ -7,7 +7,9 @@
  * the socket drops, reconnects with back-off and resumes from the last byte it
  * received. A view page watches read-only and reconnects the same way. A session the
  * job created with "handback" gets two buttons that end it with the job's verdict, and
- * the last 5 minutes before a session's time limit count down in the bar.
+ * the last 5 minutes before a session's time limit count down in the bar. When the server
+ * asks for a password or a one-time code (auth-prompt), a small form over the terminal
+ * takes the answers; its inputs are removed as soon as they are sent.
  * No inline styles and no eval: the page runs under `default-src 'self'`.
  */
 (function () {
@@ -80,6 +82,10 @@
   const handbackConfirmEl = document.getElementById('handback-confirm');
   const handbackYesEl = document.getElementById('handback-yes');
   const handbackCancelEl = document.getElementById('handback-cancel');
+  const authFormEl = document.getElementById('auth-prompt');
+  const authNameEl = document.getElementById('auth-prompt-name');
+  const authInstructionEl = document.getElementById('auth-prompt-instruction');
+  const authFieldsEl = document.getElementById('auth-prompt-fields');
   const path = location.pathname.replace(/^\/+|\/+$/g, '');
   // At /view/<id> the page watches a session through a share link: read-only.
   const viewing = path.indexOf('view/') === 0;
@@ -306,7 +312,11 @@
 
   function onServerEvent(name, data) {
     switch (name) {
+      case 'auth-prompt':
+        showAuthPrompt(data);
+        break;
       case 'connection-ready':
+        hideAuthPrompt();
         reconnect.delay = RECONNECT_FIRST_MS;
         if (viewing) {
           // A view starts from the session's screen as the server holds it.
@@ -353,10 +363,12 @@
         setSessionEnd(data && data.ends_in);
         break;
       case 'ssh-closed':
+        hideAuthPrompt();
         saveToken(null);
         setState('ended', endedText(data));
         break;
       case 'ssh-error':
+        hideAuthPrompt();
         saveToken(null);
         setState('error', errorText(data));
         break;
@@ -374,6 +386,54 @@
         break;
     }
   }
+
+  // The server's questions. Its texts are set as textContent, never as HTML; an answer
+  // whose prompt has echo off is masked. Viewers are never sent prompts.
+  function showAuthPrompt(data) {
+    if (viewing || !data || !Array.isArray(data.prompts)) {
+      return;
+    }
+    const text = function (value) { return typeof value === 'string' ? value : ''; };
+    authNameEl.textContent = text(data.name);
+    authNameEl.hidden = authNameEl.textContent === '';
+    authInstructionEl.textContent = text(data.instruction);
+    authInstructionEl.hidden = authInstructionEl.textContent === '';
+    authFieldsEl.replaceChildren();
+    data.prompts.forEach(function (prompt) {
+      const label = document.createElement('label');
+      label.className = 'auth-prompt-label';
+      label.textContent = text(prompt && prompt.text);
+      const input = document.createElement('input');
+      input.className = 'auth-prompt-input';
+      input.type = prompt && prompt.echo === true ? 'text' : 'password';
+      input.autocomplete = 'off';
+      input.spellcheck = false;
+      input.setAttribute('autocapitalize', 'off');
+      label.appendChild(input);
+      authFieldsEl.appendChild(label);
+    });
+    authFormEl.hidden = false;
+    setState('connecting', 'the server asks you to log in');
+    const first = authFieldsEl.querySelector('input');
+    (first || document.getElementById('auth-prompt-submit')).focus();
+  }
+
+  // Removes the inputs, and with them the answers typed into them, from the page.
+  function hideAuthPrompt() {
+    authFieldsEl.querySelectorAll('input').forEach(function (input) { input.value = ''; });
+    authFieldsEl.replaceChildren();
+    authFormEl.hidden = true;
+  }
+
+  authFormEl.addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    const inputs = authFieldsEl.querySelectorAll('input');
+    const answers = Array.prototype.map.call(inputs, function (input) { return input.value; });
+    hideAuthPrompt();
+    sendEvent('auth-response', { answers: answers });
+    setState('connecting', 'logging in…');
+    term.focus();
+  });
 
   // A viewer's terminal takes the session's size rather than its window's.
   function followSize(data) {
@@ -445,6 +505,7 @@
       if (resumeToken || (viewing && state !== 'connecting')) {
         scheduleReconnect();
       } else {
+        hideAuthPrompt();
         setState('disconnected', 'disconnected');
       }
     });

@@ -180,6 +180,16 @@ pub enum Credentials {
         key: Secret<String>,
         passphrase: Option<Secret<String>>,
     },
+    /// Both, for servers that ask for two methods in turn (`AuthenticationMethods
+    /// publickey,password`); either alone also logs in where it suffices.
+    KeyAndPassword {
+        key: Secret<String>,
+        passphrase: Option<Secret<String>>,
+        password: Secret<String>,
+    },
+    /// No credential: the person types the password (and any code) in the page
+    /// (`"auth": "interactive"`).
+    Interactive,
 }
 
 impl Credentials {
@@ -188,7 +198,35 @@ impl Credentials {
         match self {
             Credentials::Password(_) => "password",
             Credentials::PrivateKey { .. } => "publickey",
+            Credentials::KeyAndPassword { .. } => "publickey+password",
+            Credentials::Interactive => "interactive",
         }
+    }
+
+    /// The password, if the session has one.
+    pub fn password(&self) -> Option<&Secret<String>> {
+        match self {
+            Credentials::Password(password) | Credentials::KeyAndPassword { password, .. } => {
+                Some(password)
+            }
+            Credentials::PrivateKey { .. } | Credentials::Interactive => None,
+        }
+    }
+
+    /// The private key and its passphrase, if the session has one.
+    pub fn private_key(&self) -> Option<(&Secret<String>, Option<&Secret<String>>)> {
+        match self {
+            Credentials::PrivateKey { key, passphrase }
+            | Credentials::KeyAndPassword {
+                key, passphrase, ..
+            } => Some((key, passphrase.as_ref())),
+            Credentials::Password(_) | Credentials::Interactive => None,
+        }
+    }
+
+    /// Whether the person at the page answers for the session.
+    pub fn is_interactive(&self) -> bool {
+        matches!(self, Credentials::Interactive)
     }
 }
 

@@ -128,6 +128,7 @@ impl Server {
             registry: Arc::default(),
             settings: ws::SessionSettings {
                 connect_timeout: config.connect_timeout,
+                auth_prompt_timeout: config.auth_prompt_timeout,
                 idle_timeout: config.idle_timeout,
                 max_session_time: config.max_session_time,
                 remote_lang: config.remote_lang.as_deref().map(Arc::from),

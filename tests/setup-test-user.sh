@@ -87,8 +87,40 @@ chown "$user:" "$home/.ssh/authorized_keys.tmp"
 chmod 0600 "$home/.ssh/authorized_keys.tmp"
 mv "$home/.ssh/authorized_keys.tmp" "$home/.ssh/authorized_keys"
 
+# PAM stacks for the keyboard-interactive tests (tests/it/kbd_auth.rs), which start sshd under
+# these names (sshd uses its file name as the PAM service): the password through PAM alone, and
+# the password then a one-time code (pam_google_authenticator, TOTP), so two prompts really
+# come from sshd. The code's secret is random per machine, root-only; the tests read it.
+readonly otp_secret_file=$secret_dir/otp-secret
+if [[ ! -s $otp_secret_file ]]; then
+    # 20 random bytes as base32 (RFC 4648 alphabet, no padding), the form the module reads.
+    otp_secret=$(openssl rand 20 | base32 | tr -d '=\n')
+    printf '%s\n" TOTP_AUTH\n" WINDOW_SIZE 3\n' "$otp_secret" >"$otp_secret_file.tmp"
+    unset otp_secret
+    mv "$otp_secret_file.tmp" "$otp_secret_file"
+fi
+chown root:root "$otp_secret_file"
+chmod 0600 "$otp_secret_file"
+cat >/etc/pam.d/alfresco-sshd-pam <<'EOF'
+# Written by tests/setup-test-user.sh for the alfresco-ssh integration tests.
+auth     required pam_unix.so
+account  required pam_unix.so
+session  required pam_permit.so
+password required pam_deny.so
+EOF
+cat >/etc/pam.d/alfresco-sshd-otp <<EOF
+# Written by tests/setup-test-user.sh for the alfresco-ssh integration tests.
+auth     required pam_unix.so
+auth     required pam_google_authenticator.so secret=$otp_secret_file user=root noskewadj
+account  required pam_unix.so
+session  required pam_permit.so
+password required pam_deny.so
+EOF
+
 # sshd's privilege-separation directory; /run is a tmpfs, so it vanishes on reboot.
 mkdir -p /run/sshd
 chmod 0755 /run/sshd
 
 echo "setup-test-user.sh: user $user $created, prompt and password set (password in $secret_file), compat keys in $home/.ssh/authorized_keys, /run/sshd ready"
+
+echo "setup-test-user.sh: user $user $created, prompt and password set (password in $secret_file), PAM stacks alfresco-sshd-pam and -otp written, /run/sshd ready"

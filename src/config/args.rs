@@ -83,6 +83,11 @@ pub struct Args {
     #[arg(long, env = "ALFRESCO_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
+    /// Time the person has to answer one authentication prompt in the page (a password, a
+    /// one-time code); it does not count against --connect-timeout. Unanswered: `auth_timeout`.
+    #[arg(long, env = "ALFRESCO_AUTH_PROMPT_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub auth_prompt_timeout: Duration,
+
     /// PEM certificate chain (leaf first) to serve HTTPS and WSS with. Needs --tls-key.
     #[arg(long, env = "ALFRESCO_TLS_CERT", value_name = "PEM_FILE")]
     pub tls_cert: Option<PathBuf>,

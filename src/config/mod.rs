@@ -113,6 +113,9 @@ pub struct Config {
     pub max_sessions_per_token: usize,
     pub max_pending: usize,
     pub connect_timeout: Duration,
+    /// How long one authentication prompt waits for the person (not counted in
+    /// `connect_timeout`).
+    pub auth_prompt_timeout: Duration,
     /// `LANG` for the remote shell; `None` sends none.
     pub remote_lang: Option<String>,
     /// Empty means every create-session is refused: `main` generates one when none is set.
@@ -215,6 +218,11 @@ impl TryFrom<&Args> for Config {
                 "--connect-timeout must be at least 100ms".into(),
             ));
         }
+        if args.auth_prompt_timeout < Duration::from_secs(1) {
+            return Err(ConfigError(
+                "--auth-prompt-timeout must be at least 1s".into(),
+            ));
+        }
         let token_source = TokenSource {
             file: args.api_token_file.clone(),
             env: args.api_token.clone().map(|t| Arc::new(Secret::new(t))),
@@ -260,6 +268,7 @@ impl TryFrom<&Args> for Config {
             max_sessions_per_token: args.max_sessions_per_token,
             max_pending: args.max_pending.get(),
             connect_timeout: args.connect_timeout,
+            auth_prompt_timeout: args.auth_prompt_timeout,
             remote_lang: check_lang(&args.remote_lang)?,
             api_tokens: Arc::new(api_tokens),
             token_source,

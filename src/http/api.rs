@@ -23,7 +23,8 @@ use crate::ssh;
 /// Largest create-session body: a 16 KiB RSA key fits several times over.
 pub const MAX_BODY: usize = 64 * 1024;
 
-const FIELDS: [&str; 15] = [
+const FIELDS: [&str; 16] = [
+    "auth",
     "hostname",
     "port",
     "username",
@@ -253,6 +254,11 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<(SessionRequest, AskedTimer
     let password = text("password")?.map(Secret::new);
     let private_key = text("private_key")?.map(Secret::new);
     let passphrase = text("passphrase")?.map(Secret::new);
+    let interactive = match text("auth")?.as_deref() {
+        None => false,
+        Some("interactive") => true,
+        Some(_) => return Err(ApiError::invalid_field("auth", "must be \"interactive\"")),
+    };
     let port = port(fields.remove("port"))?;
     let asked = AskedTimers {
         ttl: duration("ttl", fields.remove("ttl"))?,
@@ -264,7 +270,27 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<(SessionRequest, AskedTimer
     };
 
     let credentials = match (password, private_key) {
-        (Some(_), Some(_)) => return Err(ApiError::ambiguous_credentials()),
+        _ if interactive && passphrase.is_some() => {
+            return Err(ApiError::invalid_field(
+                "passphrase",
+                "is only for use with `private_key`",
+            ));
+        }
+        (None, None) if interactive => Credentials::Interactive,
+        (Some(_), _) | (_, Some(_)) if interactive => {
+            return Err(ApiError::ambiguous_credentials());
+        }
+        // Both: for servers that want two methods in turn (publickey, then password).
+        (Some(password), Some(key)) => {
+            if key.expose().trim().is_empty() {
+                return Err(ApiError::invalid_field("private_key", "is empty"));
+            }
+            Credentials::KeyAndPassword {
+                key,
+                passphrase: passphrase.filter(|p| !p.expose().is_empty()),
+                password,
+            }
+        }
         (None, None) => return Err(ApiError::missing_field("password` or `private_key")),
         (Some(_), None) if passphrase.is_some() => {
             return Err(ApiError::invalid_field(
@@ -666,6 +692,31 @@ mod tests {
     }
 
     #[test]
+    fn key_and_password_and_interactive() {
+        let r = json(
+            r#"{"hostname":"h","username":"u","password":"pw","private_key":"k","passphrase":"pp"}"#,
+        )
+        .unwrap();
+        match r.credentials {
+            Credentials::KeyAndPassword {
+                key,
+                passphrase,
+                password,
+            } => {
+                assert_eq!(
+                    (key.expose().as_str(), password.expose().as_str()),
+                    ("k", "pw")
+                );
+                assert_eq!(passphrase.unwrap().expose(), "pp");
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = form("hostname=h&username=u&auth=interactive").unwrap();
+        assert!(matches!(r.credentials, Credentials::Interactive));
+        assert_eq!(r.credentials.method(), "interactive");
+    }
+
+    #[test]
     fn form_key_with_passphrase() {
         let r = form("hostname=h.example&username=u&private_key=-----BEGIN%0Akey&passphrase=pp&port=22&term=xterm").unwrap();
         assert_eq!(r.target.port, 22);
@@ -702,9 +753,36 @@ mod tests {
         );
         assert_eq!(
             code(json(
-                r#"{"hostname":"h","username":"u","password":"p","private_key":"k"}"#
+                r#"{"hostname":"h","username":"u","auth":"interactive","password":"p"}"#
             )),
             "ambiguous_credentials"
+        );
+        assert_eq!(
+            code(json(
+                r#"{"hostname":"h","username":"u","auth":"interactive","private_key":"k"}"#
+            )),
+            "ambiguous_credentials"
+        );
+        assert_eq!(
+            code(json(
+                r#"{"hostname":"h","username":"u","auth":"interactive","passphrase":"x"}"#
+            )),
+            "invalid_field"
+        );
+        for auth in [r#""password""#, r#""""#, "true", "1"] {
+            assert_eq!(
+                code(json(&format!(
+                    r#"{{"hostname":"h","username":"u","password":"p","auth":{auth}}}"#
+                ))),
+                "invalid_field",
+                "{auth}"
+            );
+        }
+        assert_eq!(
+            code(json(
+                r#"{"hostname":"h","username":"u","password":"p","private_key":" "}"#
+            )),
+            "invalid_field"
         );
         assert_eq!(
             code(json(
@@ -950,7 +1028,7 @@ mod tests {
     #[test]
     fn errors_never_echo_secrets() {
         for body in [
-            r#"{"hostname":"h","username":"u","password":"SECRET-1","private_key":"SECRET-2"}"#,
+            r#"{"hostname":"h","username":"u","auth":"interactive","password":"SECRET-1","private_key":"SECRET-2"}"#,
             r#"{"hostname":"h","username":"u","password":"SECRET-1","passphrase":"SECRET-2"}"#,
             r#"{"hostname":"h","username":"u","password":"SECRET-1","port":"SECRET-2"}"#,
             r#"{"hostname":"h","username":"u","password":"SECRET-1","SECRET-2":"x"}"#,

@@ -218,7 +218,7 @@ impl ApiError {
     pub fn ambiguous_credentials() -> Self {
         Self::new(
             ApiErrorKind::AmbiguousCredentials,
-            "give either `password` or `private_key`, not both",
+            "`\"auth\": \"interactive\"` takes no `password` or `private_key`: the person types them in the page",
         )
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-use super::exchange::{BridgeEvent, Input, Shared};
+use super::exchange::{BridgeEvent, ConnectDeadline, Input, Shared};
 use super::hostkey::HostKeys;
 use super::thread;
 use super::wake::Wake;
@@ -43,6 +43,9 @@ pub struct Start {
     pub cols: u16,
     pub rows: u16,
     pub deadline: Instant,
+    /// How long the person may take over one authentication prompt; that time does not
+    /// count against `deadline` (`--auth-prompt-timeout`).
+    pub auth_prompt_timeout: Duration,
 }
 
 pub struct Bridge {
@@ -88,6 +91,7 @@ impl Bridge {
             closing: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             handshake_socket: Mutex::new(Some(start.stream.try_clone()?)),
+            deadline: ConnectDeadline::new(start.deadline),
         });
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -98,7 +102,12 @@ impl Bridge {
             done: Some(done_tx),
         };
         let thread_shared = shared.clone();
-        abort_at_deadline(Arc::downgrade(&shared), start.deadline);
+        abort_at_deadline(
+            Arc::downgrade(&shared),
+            shared.deadline.moved(),
+            start.deadline,
+            start.auth_prompt_timeout,
+        );
         // The thread logs into the caller's subscriber and session span, like a task would.
         let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         let span = tracing::Span::current();
@@ -196,11 +205,38 @@ impl InputPermit<'_> {
 /// server that sends an endless banner line satisfies every one of libssh2's per-read
 /// timeouts and would otherwise hold the thread (at a full core) for as long as it likes.
 /// The timer holds only a weak reference, so it keeps nothing of a finished session alive.
-fn abort_at_deadline(shared: Weak<Shared>, deadline: Instant) {
+///
+/// The deadline stands still while a person is asked (`ConnectDeadline`): the timer then
+/// waits until the clock starts again (`moved`), or at the latest until that wait must be
+/// over (`prompt_timeout`), and sleeps on to the moved deadline. A few turns per prompt
+/// round, and it ends once the shell is up.
+fn abort_at_deadline(
+    shared: Weak<Shared>,
+    moved: Arc<tokio::sync::Notify>,
+    deadline: Instant,
+    prompt_timeout: Duration,
+) {
     tokio::spawn(async move {
-        tokio::time::sleep_until(deadline.into()).await;
-        if let Some(shared) = shared.upgrade() {
-            shared.abort_handshake();
+        let mut at = deadline;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(at.into()) => {}
+                () = moved.notified() => {}
+            }
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            if shared.handshake_socket.lock().is_none() {
+                return;
+            }
+            match shared.deadline.running() {
+                Some(deadline) if deadline <= Instant::now() => {
+                    shared.abort_handshake();
+                    return;
+                }
+                Some(deadline) => at = deadline,
+                None => at = Instant::now() + prompt_timeout,
+            }
         }
     });
 }

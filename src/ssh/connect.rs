@@ -1,5 +1,6 @@
 //! The blocking start of a session, run on the bridge thread: SSH handshake, the host-key
-//! check, authentication and the PTY shell, each bounded by the connect deadline.
+//! check, authentication (`auth.rs`) and the PTY shell, each bounded by the connect
+//! deadline, which stands still while the person answers a prompt.
 //!
 //! Credentials are consumed here: the `SessionRequest` is moved in and dropped (zeroized)
 //! as soon as authentication is over, whatever its outcome.
@@ -7,28 +8,25 @@
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::Instant;
 
 use ssh2::{Channel, ErrorCode, ExtendedData, MethodType, Session};
 
+use super::auth::{self, Page, set_timeout};
 use super::error::{SshError, SshErrorKind};
 use super::hostkey::{HostKey, HostKeys};
-use crate::request::{Credentials, HostKeyPin, SessionRequest, Target};
+use crate::request::{HostKeyPin, SessionRequest, Target};
 
 // libssh2 error codes we tell apart (libssh2.h).
-pub(super) const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
-const LIBSSH2_ERROR_FILE: i32 = -16;
-const LIBSSH2_ERROR_AUTHENTICATION_FAILED: i32 = -18;
-const LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED: i32 = -19;
+const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
 
 /// AES-GCM first: through libssh2 it is markedly faster than chacha20-poly1305 on CPUs with
 /// AES-NI, and both are AEAD. The CTR modes stay for older servers; no CBC, no RC4.
-pub(super) const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
+const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
 /// Key exchange without SHA-1 or 1024-bit groups; post-quantum hybrid first. libssh2 adds
 /// `kex-strict-c-v00@openssh.com` (the Terrapin fix) and `ext-info-c` in front itself.
-pub(super) const KEX: &str = "mlkem768x25519-sha256,curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,diffie-hellman-group14-sha256";
+const KEX: &str = "mlkem768x25519-sha256,curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,diffie-hellman-group14-sha256";
 /// MACs (used only with the CTR ciphers): SHA-2, encrypt-then-MAC first.
-pub(super) const MACS: &str =
+const MACS: &str =
     "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,hmac-sha2-256,hmac-sha2-512";
 
 /// The SSH socket, shared between libssh2 (which wants to own a stream) and the pump's
@@ -46,10 +44,13 @@ pub struct Shell {
     pub session: Session,
     pub channel: Channel,
     pub socket: Arc<TcpStream>,
+    /// The terminal size the PTY was asked for.
+    pub size: (u32, u32),
 }
 
 /// Handshake, check the host key, authenticate and start a shell of `cols`×`rows` before
-/// `deadline`.
+/// the page's deadline (or at the size the page last asked for, if it changed while the
+/// person answered a prompt).
 pub fn open_shell(
     stream: TcpStream,
     request: SessionRequest,
@@ -57,7 +58,7 @@ pub fn open_shell(
     remote_lang: Option<&str>,
     cols: u32,
     rows: u32,
-    deadline: Instant,
+    page: &mut dyn Page,
 ) -> Result<Shell, SshError> {
     let socket = Arc::new(stream);
     let mut session = Session::new().map_err(|e| failed("cannot create an SSH session", &e))?;
@@ -69,24 +70,9 @@ pub fn open_shell(
         host_key,
         ..
     } = request;
-    // Host key algorithms: the types already known for this target first (see hostkey.rs).
-    let host_key_algorithms = host_keys.algorithms(&target.host, target.port, host_key.as_ref());
-    let prefs = [
-        (MethodType::Kex, KEX),
-        (MethodType::HostKey, host_key_algorithms.as_str()),
-        (MethodType::CryptCs, CIPHERS),
-        (MethodType::CryptSc, CIPHERS),
-        (MethodType::MacCs, MACS),
-        (MethodType::MacSc, MACS),
-    ];
-    for (method, list) in prefs {
-        // libssh2 skips names it does not know; it fails only if it knows none of them.
-        session
-            .method_pref(method, list)
-            .map_err(|e| failed("cannot set SSH algorithm preferences", &e))?;
-    }
+    set_preferences(&session, host_keys, &target, host_key.as_ref())?;
 
-    set_timeout(&session, deadline)?;
+    set_timeout(&session, page.deadline())?;
     session
         .handshake()
         .map_err(|e| map_error(&e, "SSH handshake failed"))?;
@@ -96,10 +82,11 @@ pub fn open_shell(
     // the user name. On refusal `credentials` is dropped (wiped) on the way out.
     check_host_key(&session, host_keys, &target, host_key.as_ref())?;
 
-    set_timeout(&session, deadline)?;
-    authenticate(&session, &target.username, credentials)?;
+    set_timeout(&session, page.deadline())?;
+    auth::authenticate(&session, &target.username, credentials, page)?;
 
-    set_timeout(&session, deadline)?;
+    set_timeout(&session, page.deadline())?;
+    let (cols, rows) = page.size().unwrap_or((cols, rows));
     let mut channel = session
         .channel_session()
         .map_err(|e| map_error(&e, "cannot open a channel"))?;
@@ -121,6 +108,7 @@ pub fn open_shell(
         session,
         channel,
         socket,
+        size: (cols, rows),
     })
 }
 
@@ -139,6 +127,32 @@ fn log_negotiated(session: &Session) {
         mac_sc = method(MethodType::MacSc),
         "negotiated"
     );
+}
+
+/// The gateway's algorithm preferences for a session to `target`: host key types already
+/// known for it first (see hostkey.rs). Shared with the jump hosts' sessions (`jump.rs`).
+pub(super) fn set_preferences(
+    session: &Session,
+    host_keys: &HostKeys,
+    target: &Target,
+    pin: Option<&HostKeyPin>,
+) -> Result<(), SshError> {
+    let host_key_algorithms = host_keys.algorithms(&target.host, target.port, pin);
+    let prefs = [
+        (MethodType::Kex, KEX),
+        (MethodType::HostKey, host_key_algorithms.as_str()),
+        (MethodType::CryptCs, CIPHERS),
+        (MethodType::CryptSc, CIPHERS),
+        (MethodType::MacCs, MACS),
+        (MethodType::MacSc, MACS),
+    ];
+    for (method, list) in prefs {
+        // libssh2 skips names it does not know; it fails only if it knows none of them.
+        session
+            .method_pref(method, list)
+            .map_err(|e| failed("cannot set SSH algorithm preferences", &e))?;
+    }
+    Ok(())
 }
 
 pub(super) fn check_host_key(
@@ -173,51 +187,6 @@ pub(super) fn check_host_key(
     }
 }
 
-/// Consumes the credentials: they are dropped, and so wiped, when this returns.
-pub(super) fn authenticate(
-    session: &Session,
-    username: &str,
-    credentials: Credentials,
-) -> Result<(), SshError> {
-    let result = match &credentials {
-        Credentials::Password(password) => session.userauth_password(username, password.expose()),
-        Credentials::PrivateKey { key, passphrase } => session.userauth_pubkey_memory(
-            username,
-            None,
-            key.expose(),
-            passphrase.as_ref().map(|p| p.expose().as_str()),
-        ),
-    };
-    drop(credentials);
-    match result {
-        Ok(()) if session.authenticated() => Ok(()),
-        Ok(()) => Err(SshError::new(
-            SshErrorKind::AuthFailed,
-            "authentication failed",
-        )),
-        Err(e) => Err(match e.code() {
-            ErrorCode::Session(LIBSSH2_ERROR_FILE) => SshError::new(
-                SshErrorKind::KeyInvalid,
-                "the private key cannot be read, or the passphrase is wrong",
-            ),
-            ErrorCode::Session(
-                LIBSSH2_ERROR_AUTHENTICATION_FAILED | LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED,
-            ) => SshError::new(SshErrorKind::AuthFailed, "authentication failed"),
-            _ => map_error(&e, "authentication failed"),
-        }),
-    }
-}
-
-pub(super) fn set_timeout(session: &Session, deadline: Instant) -> Result<(), SshError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(SshError::connect_timeout());
-    }
-    // libssh2 treats 0 as "no timeout"; round up so a sliver of time is not infinite.
-    session.set_timeout(left.as_millis().clamp(1, u32::MAX as u128) as u32);
-    Ok(())
-}
-
 pub(super) fn map_error(e: &ssh2::Error, context: &str) -> SshError {
     match e.code() {
         ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) => SshError::connect_timeout(),
@@ -231,54 +200,4 @@ pub(super) fn failed(context: &str, e: &ssh2::Error) -> SshError {
         SshErrorKind::SshFailed,
         format!("{context}: {}", e.message()),
     )
-}
-
-/// The algorithm preferences `open_shell` sets, for a session `jump` opens (a jump host,
-/// or a target behind one): the same lists, the host key types known for `target` first.
-pub(super) fn set_preferences(
-    session: &Session,
-    host_keys: &HostKeys,
-    target: &Target,
-    pin: Option<&HostKeyPin>,
-) -> Result<(), SshError> {
-    let host_key_algorithms = host_keys.algorithms(&target.host, target.port, pin);
-    let prefs = [
-        (MethodType::Kex, KEX),
-        (MethodType::HostKey, host_key_algorithms.as_str()),
-        (MethodType::CryptCs, CIPHERS),
-        (MethodType::CryptSc, CIPHERS),
-        (MethodType::MacCs, MACS),
-        (MethodType::MacSc, MACS),
-    ];
-    for (method, list) in prefs {
-        session
-            .method_pref(method, list)
-            .map_err(|e| failed("cannot set SSH algorithm preferences", &e))?;
-    }
-    Ok(())
-}
-
-/// What `authenticate` makes of libssh2's answer, for an attempt `jump` drove itself (a
-/// session behind a jump host runs non-blocking, so it cannot make one blocking call).
-pub(super) fn auth_result(
-    session: &Session,
-    result: Result<(), ssh2::Error>,
-) -> Result<(), SshError> {
-    match result {
-        Ok(()) if session.authenticated() => Ok(()),
-        Ok(()) => Err(SshError::new(
-            SshErrorKind::AuthFailed,
-            "authentication failed",
-        )),
-        Err(e) => Err(match e.code() {
-            ErrorCode::Session(LIBSSH2_ERROR_FILE) => SshError::new(
-                SshErrorKind::KeyInvalid,
-                "the private key cannot be read, or the passphrase is wrong",
-            ),
-            ErrorCode::Session(
-                LIBSSH2_ERROR_AUTHENTICATION_FAILED | LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED,
-            ) => SshError::new(SshErrorKind::AuthFailed, "authentication failed"),
-            _ => map_error(&e, "authentication failed"),
-        }),
-    }
 }

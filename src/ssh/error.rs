@@ -21,6 +21,8 @@ pub enum SshErrorKind {
     /// A jump host refused to open a `direct-tcpip` channel to the next host (OpenSSH's
     /// `AllowTcpForwarding no`, or `PermitOpen`).
     ForwardingRefused,
+    /// The person did not answer an authentication prompt within `--auth-prompt-timeout`.
+    AuthTimeout,
 }
 
 impl SshErrorKind {
@@ -37,10 +39,11 @@ impl SshErrorKind {
             SshErrorKind::HostKeyMismatch => "host_key_mismatch",
             SshErrorKind::HostKeyUnknown => "host_key_unknown",
             SshErrorKind::ForwardingRefused => "forwarding_refused",
+            SshErrorKind::AuthTimeout => "auth_timeout",
         }
     }
 
-    pub const ALL: [SshErrorKind; 11] = [
+    pub const ALL: [SshErrorKind; 12] = [
         SshErrorKind::DnsFailed,
         SshErrorKind::ConnectFailed,
         SshErrorKind::ConnectTimeout,
@@ -52,6 +55,7 @@ impl SshErrorKind {
         SshErrorKind::HostKeyMismatch,
         SshErrorKind::HostKeyUnknown,
         SshErrorKind::ForwardingRefused,
+        SshErrorKind::AuthTimeout,
     ];
 }
 

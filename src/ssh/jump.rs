@@ -21,6 +21,7 @@ use std::time::Instant;
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use ssh2::{BlockDirections, Channel, ErrorCode, ExtendedData, Session};
 
+use super::auth::{self, Page};
 use super::connect::{self, SharedSocket, Shell};
 use super::error::{SshError, SshErrorKind};
 use super::exchange::Shared;
@@ -403,7 +404,7 @@ pub(super) fn open_shell(
     remote_lang: Option<&str>,
     cols: u32,
     rows: u32,
-    deadline: Instant,
+    page: &mut dyn Page,
     shared: &Shared,
 ) -> Result<(Shell, Relay), SshError> {
     let SessionRequest {
@@ -431,14 +432,15 @@ pub(super) fn open_shell(
             hop: Some(n),
         };
         let (session, channel) = if n == 1 {
-            let session = login_direct(&transport, host_keys, &login, hop.credentials, deadline)
+            let session = login_direct(&transport, host_keys, &login, hop.credentials, page)
                 .map_err(|e| e.at_hop(n))?;
-            connect::set_timeout(&session, deadline).map_err(|e| e.at_hop(n))?;
+            auth::set_timeout(&session, page.deadline()).map_err(|e| e.at_hop(n))?;
             let channel = session
                 .channel_direct_tcpip(&to.host, to.port, None)
                 .map_err(|e| refused(&e, to).at_hop(n));
             (session, channel?)
         } else {
+            let deadline = page.deadline();
             let session = relay.login(
                 &transport,
                 host_keys,
@@ -464,6 +466,8 @@ pub(super) fn open_shell(
         pin: host_key.as_ref(),
         hop: None,
     };
+    // No one is asked from here on: the deadline stands.
+    let deadline = page.deadline();
     let session = relay.login(&transport, host_keys, &login, credentials, deadline, shared)?;
     let mut channel = relay
         .drive(&session, &transport, deadline, Some(shared), || {
@@ -489,6 +493,7 @@ pub(super) fn open_shell(
             session,
             channel,
             socket: transport,
+            size: (cols, rows),
         },
         relay,
     ))
@@ -518,20 +523,21 @@ fn login_direct(
     host_keys: &HostKeys,
     login: &Login<'_>,
     credentials: Credentials,
-    deadline: Instant,
+    page: &mut dyn Page,
 ) -> Result<Session, SshError> {
     let mut session =
         Session::new().map_err(|e| connect::failed("cannot create an SSH session", &e))?;
     session.set_tcp_stream(SharedSocket(socket.clone()));
     connect::set_preferences(&session, host_keys, login.at, login.pin)?;
-    connect::set_timeout(&session, deadline)?;
+    auth::set_timeout(&session, page.deadline())?;
     session
         .handshake()
         .map_err(|e| connect::map_error(&e, "SSH handshake failed"))?;
     // Before any credential leaves, as for a target.
     connect::check_host_key(&session, host_keys, login.at, login.pin)?;
-    connect::set_timeout(&session, deadline)?;
-    connect::authenticate(&session, &login.at.username, credentials)?;
+    auth::set_timeout(&session, page.deadline())?;
+    // The first hop is blocking like a direct target: every method, prompts in the page.
+    auth::authenticate(&session, &login.at.username, credentials, page)?;
     Ok(session)
 }
 
@@ -563,25 +569,47 @@ impl Relay {
         .map_err(|e| tag(connect::map_error(&e, "SSH handshake failed")))?;
         connect::check_host_key(&session, host_keys, login.at, login.pin).map_err(tag)?;
         let user = login.at.username.as_str();
-        let attempt = self.drive(
-            &session,
-            socket,
-            deadline,
-            Some(shared),
-            || match &credentials {
-                Credentials::Password(password) => {
+        // Non-blocking here, so no prompts: the key, then the password (after a partial
+        // success too, as `auth` goes on), each tried once.
+        let (key, password) = match &credentials {
+            Credentials::Password(password) => (None, Some(password)),
+            Credentials::PrivateKey { key, passphrase } => (Some((key, passphrase)), None),
+            Credentials::KeyAndPassword {
+                key,
+                passphrase,
+                password,
+            } => (Some((key, passphrase)), Some(password)),
+            Credentials::Interactive => {
+                return Err(tag(SshError::new(
+                    SshErrorKind::AuthFailed,
+                    "a host behind a jump host cannot ask for a password in the page: give the password or key in create-session",
+                )));
+            }
+        };
+        let mut attempt = Ok(());
+        if let Some((key, passphrase)) = key {
+            attempt = self
+                .drive(&session, socket, deadline, Some(shared), || {
+                    session.userauth_pubkey_memory(
+                        user,
+                        None,
+                        key.expose(),
+                        passphrase.as_ref().map(|p| p.expose().as_str()),
+                    )
+                })
+                .map_err(tag)?;
+        }
+        if let Some(password) = password
+            && !session.authenticated()
+        {
+            attempt = self
+                .drive(&session, socket, deadline, Some(shared), || {
                     session.userauth_password(user, password.expose())
-                }
-                Credentials::PrivateKey { key, passphrase } => session.userauth_pubkey_memory(
-                    user,
-                    None,
-                    key.expose(),
-                    passphrase.as_ref().map(|p| p.expose().as_str()),
-                ),
-            },
-        );
+                })
+                .map_err(tag)?;
+        }
         drop(credentials);
-        connect::auth_result(&session, attempt.map_err(tag)?).map_err(tag)?;
+        auth::attempt_result(&session, attempt).map_err(tag)?;
         Ok(session)
     }
 }

@@ -1,6 +1,7 @@
 //! Everything that runs on a session's bridge thread, which alone touches its libssh2
 //! session and channel: `run` (connect, then the pump, then close), the pump itself, the exit
-//! status and the goodbye. `connect.rs` holds the blocking start that `run` calls.
+//! status and the goodbye. `connect.rs` holds the blocking start that `run` calls; while it
+//! authenticates, `ConnectPage` carries prompts out and answers back over the same queues.
 //!
 //! The pump shuttles bytes between a non-blocking libssh2 channel and the session's queues,
 //! sleeping in `poll(2)` on the SSH socket and the wake fd.
@@ -21,18 +22,20 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use ssh2::{BlockDirections, ErrorCode};
 use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
 
+use super::auth::Page;
 use super::bridge::Start;
 use super::connect::{self, Shell};
 use super::error::{SshError, SshErrorKind};
-use super::exchange::{BridgeEvent, ExitInfo, Input, Shared};
+use super::exchange::{AuthPrompt, BridgeEvent, ExitInfo, Input, Shared};
 use super::jump::{self, Relay};
+use crate::secret::Secret;
 
 /// Output is coalesced up to this many bytes per event (one WebSocket frame each).
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
@@ -59,8 +62,16 @@ pub(super) fn run(
         remote_lang,
         cols,
         rows,
-        deadline,
+        auth_prompt_timeout,
+        ..
     } = start;
+    let mut page = ConnectPage {
+        shared,
+        input_rx: &mut input_rx,
+        events_tx: &events_tx,
+        prompt_timeout: auth_prompt_timeout,
+        size: None,
+    };
     let opened = if request.jump.is_empty() {
         connect::open_shell(
             stream,
@@ -69,7 +80,7 @@ pub(super) fn run(
             remote_lang.as_deref(),
             cols.into(),
             rows.into(),
-            deadline,
+            &mut page,
         )
         .map(|shell| (shell, None))
     } else {
@@ -80,7 +91,7 @@ pub(super) fn run(
             remote_lang.as_deref(),
             cols.into(),
             rows.into(),
-            deadline,
+            &mut page,
             shared,
         )
         .map(|(shell, relay)| (shell, Some(relay)))
@@ -90,10 +101,13 @@ pub(super) fn run(
     let (mut shell, mut relay) = match opened {
         Ok(opened) => opened,
         Err(e) => {
+            let deadline = shared.deadline.at();
             let _ = events_tx.blocking_send(BridgeEvent::Failed(past_deadline(e, deadline)));
             return;
         }
     };
+    // The size the PTY was opened with: the page may have resized while it was asked.
+    let (cols, rows) = (shell.size.0 as u16, shell.size.1 as u16);
     if events_tx
         .blocking_send(BridgeEvent::Ready { cols, rows })
         .is_err()
@@ -130,6 +144,7 @@ fn past_deadline(e: SshError, deadline: Instant) -> SshError {
                 | SshErrorKind::KeyInvalid
                 | SshErrorKind::HostKeyMismatch
                 | SshErrorKind::HostKeyUnknown
+                | SshErrorKind::AuthTimeout
         );
     if timed_out {
         // Still at the hop it happened at, if any.
@@ -139,6 +154,121 @@ fn past_deadline(e: SshError, deadline: Instant) -> SshError {
         }
     } else {
         e
+    }
+}
+
+/// The page, as authentication reaches it from this thread: a round of prompts goes out as
+/// `BridgeEvent::AuthPrompt`, and the thread sleeps on the wake fd until the answers come
+/// back as `Input::AuthAnswers`, the handle closes, or `--auth-prompt-timeout` passes. The
+/// connect deadline stands still meanwhile.
+struct ConnectPage<'a> {
+    shared: &'a Shared,
+    input_rx: &'a mut mpsc::Receiver<Input>,
+    events_tx: &'a mpsc::Sender<BridgeEvent>,
+    prompt_timeout: Duration,
+    /// The last size the page asked for while it was asked.
+    size: Option<(u32, u32)>,
+}
+
+impl ConnectPage<'_> {
+    fn wait_for_answers(&mut self) -> Result<Vec<Secret<String>>, SshError> {
+        let gone = || {
+            SshError::new(
+                SshErrorKind::SshFailed,
+                "the client left during authentication",
+            )
+        };
+        let until = Instant::now() + self.prompt_timeout;
+        // Bounded by `until`: every turn sleeps in poll until input, closing or then.
+        loop {
+            if self.shared.closing.load(Ordering::Acquire) {
+                return Err(gone());
+            }
+            loop {
+                match self.input_rx.try_recv() {
+                    Ok(Input::AuthAnswers(answers)) => return Ok(answers),
+                    Ok(Input::Resize { cols, rows }) => {
+                        self.size = Some((cols.into(), rows.into()))
+                    }
+                    // Keys typed into the terminal, not the form: they must not reach the
+                    // shell later (an answer typed in the wrong place would be echoed there).
+                    Ok(Input::Data(_)) => tracing::debug!("input dropped during authentication"),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Err(gone()),
+                }
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::info!(
+                    secs = self.prompt_timeout.as_secs(),
+                    "authentication prompt not answered in time"
+                );
+                self.shared.abort_handshake();
+                return Err(SshError::new(
+                    SshErrorKind::AuthTimeout,
+                    "the authentication prompt was not answered in time",
+                ));
+            }
+            let timeout = Timespec {
+                tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
+                tv_nsec: left.subsec_nanos().into(),
+            };
+            let mut fds = [PollFd::new(&self.shared.wake, PollFlags::IN)];
+            match poll(&mut fds, Some(&timeout)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    return Err(SshError::new(
+                        SshErrorKind::SshFailed,
+                        format!("poll failed: {e}"),
+                    ));
+                }
+            }
+            if !fds[0].revents().is_empty() {
+                self.shared.wake.clear();
+            }
+        }
+    }
+}
+
+impl Page for ConnectPage<'_> {
+    fn ask(&mut self, prompt: AuthPrompt) -> Result<Vec<Secret<String>>, SshError> {
+        // The queue is all but empty while connecting; a full one means no one reads it.
+        if self
+            .events_tx
+            .try_send(BridgeEvent::AuthPrompt(prompt))
+            .is_err()
+        {
+            return Err(SshError::new(
+                SshErrorKind::SshFailed,
+                "the page cannot be asked",
+            ));
+        }
+        self.shared.deadline.pause();
+        let answers = self.wait_for_answers();
+        self.shared.deadline.resume();
+        answers
+    }
+
+    fn show(&mut self, text: bytes::Bytes) {
+        if self.events_tx.try_send(BridgeEvent::Output(text)).is_err() {
+            tracing::debug!("server text not shown: the event queue is full");
+        }
+    }
+
+    fn abort(&mut self) {
+        self.shared.abort_handshake();
+    }
+
+    fn deadline(&self) -> Instant {
+        self.shared.deadline.at()
+    }
+
+    fn wait_bound(&self) -> Duration {
+        self.prompt_timeout
+    }
+
+    fn size(&self) -> Option<(u32, u32)> {
+        self.size
     }
 }
 
@@ -176,6 +306,8 @@ fn pump(
         }
         loop {
             match input_rx.try_recv() {
+                // Too late (authentication is over): dropped, and so wiped.
+                Ok(Input::AuthAnswers(_)) => {}
                 Ok(input) => queue_input(&mut pending, input),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return End::ClientGone,
@@ -336,6 +468,8 @@ fn write_pending(channel: &mut ssh2::Channel, pending: &mut VecDeque<Input>) -> 
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             },
+            // Never queued (see the pump's drain); nothing to send.
+            Input::AuthAnswers(_) => true,
             Input::Resize { cols, rows } => {
                 match channel.request_pty_size((*cols).into(), (*rows).into(), None, None) {
                     Ok(()) => true,

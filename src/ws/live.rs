@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::charset::Charset;
 use super::outcome::{self, ErrorKind, Outcome, WarningKind, bad_message};
-use super::protocol::{ClientEvent, ServerEvent};
+use super::protocol::{Answers, AuthResponse, ClientEvent, ServerEvent};
 use super::registry::{Command, Registration};
 use super::ring::Ring;
 use super::socket::{PING_INTERVAL, Read, finish, read_event, send, warn_unknown};
@@ -31,7 +31,7 @@ use super::{Context, Socket};
 use crate::ledger::Tracker;
 use crate::record::{FLUSH_EVERY, Recording};
 use crate::request::SessionOptions;
-use crate::ssh::{Bridge, BridgeEvent, Input, SshErrorKind};
+use crate::ssh::{Bridge, BridgeEvent, Input, MAX_ANSWER, MAX_PROMPTS, SshErrorKind};
 
 /// Largest binary frame a replay or a viewer's snapshot is cut into (the bridge's own
 /// output frames are no larger).
@@ -104,6 +104,7 @@ pub(super) async fn run(ctx: &Context, ws: Socket, session: Session) -> Outcome 
         paused: false,
         held: false,
         told_draining: false,
+        open_prompt: None,
         commands,
         deferred: VecDeque::new(),
         queued: VecDeque::new(),
@@ -167,6 +168,10 @@ struct Live<'c> {
     held: bool,
     /// The attached client has been told the server is draining.
     told_draining: bool,
+    /// The number of prompts of the `auth-prompt` the client was sent and has not answered.
+    /// Only the client sees prompts; a session gets a resume token only once its shell is
+    /// ready, so no other socket can take over while one is open.
+    open_prompt: Option<usize>,
     /// Resumes, viewers and revocations from other tasks.
     commands: mpsc::Receiver<Command>,
     /// Commands taken off the queue while a send to the client was in flight (see
@@ -329,6 +334,11 @@ impl Live<'_> {
                         };
                         self.send_client(ready.encode()).await;
                     }
+                    Some(BridgeEvent::AuthPrompt(prompt)) => {
+                        tracing::info!(prompts = prompt.prompts.len(), "asking the person to authenticate");
+                        self.open_prompt = Some(prompt.prompts.len());
+                        self.send_client(ServerEvent::AuthPrompt(&prompt).encode()).await;
+                    }
                     Some(BridgeEvent::Closed(info)) => return self.end(Outcome::Closed(info)),
                     Some(BridgeEvent::Failed(e)) => {
                         tracing::info!(code = e.code(), error = %e.message, "ssh failed");
@@ -368,6 +378,7 @@ impl Live<'_> {
                             let warning = outcome::warning(WarningKind::HandbackOff, "this session was not created with handback");
                             self.send_client(warning).await;
                         }
+                        ClientEvent::AuthResponse(response) => self.auth_response(response).await,
                         ClientEvent::Pause => self.set_paused(&input, true),
                         ClientEvent::Resume => self.set_paused(&input, false),
                         ClientEvent::StartSession { .. } | ClientEvent::ResumeSession { .. } | ClientEvent::ViewSession { .. } => {
@@ -451,6 +462,35 @@ impl Live<'_> {
         if !keep && let Some(mut old) = self.client.take() {
             self.salvage(&mut old);
         }
+    }
+
+    /// Hands the answers to the open prompt to the bridge, or warns and keeps it open. The
+    /// answers are neither counted nor recorded: they are not terminal input.
+    async fn auth_response(&mut self, response: AuthResponse) {
+        let Some(expected) = self.open_prompt else {
+            let warning = outcome::warning(
+                WarningKind::NoAuthPrompt,
+                "no authentication prompt is open",
+            );
+            self.send_client(warning).await;
+            return;
+        };
+        let warning = match response {
+            AuthResponse::Answers(Answers(answers)) if answers.len() == expected => {
+                self.open_prompt = None;
+                self.queued.push_back(Input::AuthAnswers(answers));
+                return;
+            }
+            AuthResponse::Answers(_) => outcome::warning(
+                WarningKind::AuthAnswersMismatch,
+                &format!("the prompt wants {expected} answer(s), one per prompt"),
+            ),
+            AuthResponse::Oversized => outcome::warning(
+                WarningKind::AuthResponseTooLarge,
+                &format!("at most {MAX_PROMPTS} answers of at most {MAX_ANSWER} bytes each"),
+            ),
+        };
+        self.send_client(warning).await;
     }
 
     /// Queues input for the bridge, counted and recorded.

@@ -43,7 +43,7 @@ use crate::ssh::{Dialer, HostKeys, SshErrorKind};
 use crate::store::Store;
 
 pub use outcome::{ErrorCode, ErrorKind, WarningKind};
-pub use protocol::{ClientEvent, decode_text};
+pub use protocol::{Answers, AuthResponse, ClientEvent, decode_text};
 pub use protocol::{MAX_MESSAGE, name as event_name};
 pub use registry::{Registry, ShareError};
 
@@ -83,6 +83,8 @@ pub struct Context {
 pub struct SessionSettings {
     /// DNS, TCP, handshake and authentication together (`--connect-timeout`).
     pub connect_timeout: Duration,
+    /// How long one authentication prompt waits for the person (`--auth-prompt-timeout`).
+    pub auth_prompt_timeout: Duration,
     /// End a session after this long without input or output.
     pub idle_timeout: Option<Duration>,
     /// End a session after this long, busy or not.

@@ -60,6 +60,12 @@ codes! {
         ServerDraining => "server_draining",
         ReadOnly => "read_only",
         HandbackOff => "handback_off",
+        /// An `auth-response` with no prompt open (none yet, already answered, or over).
+        NoAuthPrompt => "no_auth_prompt",
+        /// An `auth-response` whose answers are not one per prompt; the prompt stays open.
+        AuthAnswersMismatch => "auth_answers_mismatch",
+        /// An `auth-response` over the bounds (answers, or bytes per answer).
+        AuthResponseTooLarge => "auth_response_too_large",
     }
 }
 
@@ -301,7 +307,10 @@ mod tests {
                 "already_started",
                 "server_draining",
                 "read_only",
-                "handback_off"
+                "handback_off",
+                "no_auth_prompt",
+                "auth_answers_mismatch",
+                "auth_response_too_large",
             ]
         );
     }

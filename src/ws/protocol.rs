@@ -6,12 +6,14 @@
 //! warning, not a dropped session), malformed frames to a `ProtocolError`.
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use crate::ledger::Verdict;
-use crate::ssh::ExitInfo;
+use crate::secret::{self, Secret};
+use crate::ssh::{AuthPrompt, ExitInfo, MAX_ANSWER, MAX_PROMPTS};
 
 /// Largest WebSocket frame or message the server reads: a big paste, not a file transfer.
 pub const MAX_MESSAGE: usize = 1024 * 1024;
@@ -38,7 +40,11 @@ pub mod name {
     pub const TERMINAL_SIZE: &str = "terminal-size";
     pub const HANDBACK: &str = "handback";
     pub const SESSION_TIMER: &str = "session-timer";
-    pub const ALL: [&str; 16] = [
+    pub const AUTH_PROMPT: &str = "auth-prompt";
+    pub const AUTH_RESPONSE: &str = "auth-response";
+    pub const ALL: [&str; 18] = [
+        AUTH_PROMPT,
+        AUTH_RESPONSE,
         HANDBACK,
         SESSION_TIMER,
         PAUSE,
@@ -88,26 +94,72 @@ pub enum ClientEvent {
     Resume,
     /// The person is done and hands the job its verdict; the session ends.
     Handback(Verdict),
+    /// Answers to the open `auth-prompt`.
+    AuthResponse(AuthResponse),
     Unknown(String),
 }
+
+/// An `auth-response` as it came: its answers, or the note that they exceed the bounds
+/// (answered with a warning, the prompt stays open).
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthResponse {
+    Answers(Answers),
+    /// More than `MAX_PROMPTS` answers, or one longer than `MAX_ANSWER` bytes.
+    Oversized,
+}
+
+/// The person's answers, each a `Secret` from the frame on (unescaped by us, not in
+/// serde_json's scratch buffer).
+#[derive(Debug)]
+pub struct Answers(pub Vec<Secret<String>>);
+
+impl PartialEq for Answers {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|(a, b)| a.expose() == b.expose())
+    }
+}
+
+impl Eq for Answers {}
 
 /// A frame that is not a valid event. Always answered with `bad_message`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ProtocolError(pub String);
 
 pub fn decode_text(text: &str) -> Result<ClientEvent, ProtocolError> {
-    // serde_json's message names only a position and a reason, never the content.
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| bad(&format!("the frame is not valid JSON: {e}")))?;
-    let Value::Array(mut items) = value else {
-        return Err(bad("a text frame must be a JSON array [event, data]"));
+    // The items stay raw until the event is known: an auth-response's answers are secrets,
+    // which must not pass through serde_json's own (unwiped) unescaping.
+    let items: Vec<&RawValue> = match serde_json::from_str(text) {
+        Ok(items) => items,
+        // serde_json's message names only a position and a reason, never the content.
+        Err(e) => {
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => bad("a text frame must be a JSON array [event, data]"),
+                Err(_) => bad(&format!("the frame is not valid JSON: {e}")),
+            });
+        }
     };
-    if items.is_empty() || items.len() > 2 {
-        return Err(bad("a text frame must be a JSON array [event, data]"));
-    }
-    let data = if items.len() == 2 { items.pop() } else { None };
-    let Some(Value::String(event)) = items.pop() else {
+    let (event, data) = match items.as_slice() {
+        [event] => (*event, None),
+        [event, data] => (*event, Some(*data)),
+        _ => return Err(bad("a text frame must be a JSON array [event, data]")),
+    };
+    let Ok(event) = serde_json::from_str::<String>(event.get()) else {
         return Err(bad("the event name must be a string"));
+    };
+    if event == name::AUTH_RESPONSE {
+        return auth_response(data);
+    }
+    let data = match data {
+        Some(raw) => Some(
+            serde_json::from_str::<Value>(raw.get())
+                .map_err(|e| bad(&format!("the frame is not valid JSON: {e}")))?,
+        ),
+        None => None,
     };
     match event.as_str() {
         name::START_SESSION => {
@@ -170,6 +222,36 @@ pub fn decode_text(text: &str) -> Result<ClientEvent, ProtocolError> {
         },
         _ => Ok(ClientEvent::Unknown(event)),
     }
+}
+
+/// `{"answers": ["…", …]}`: every answer a string, unescaped into a `Secret`.
+fn auth_response(data: Option<&RawValue>) -> Result<ClientEvent, ProtocolError> {
+    let shape = || bad("auth-response needs {\"answers\": [strings]}");
+    #[derive(serde::Deserialize)]
+    struct Data<'a> {
+        #[serde(borrow)]
+        answers: Vec<&'a RawValue>,
+    }
+    let data = data.ok_or_else(shape)?.get();
+    // serde would also read a struct from an array (`[["pw"]]`); only an object is one.
+    if !data.starts_with('{') {
+        return Err(shape());
+    }
+    let data: Data = serde_json::from_str(data).map_err(|_| shape())?;
+    if data.answers.len() > MAX_PROMPTS {
+        return Ok(ClientEvent::AuthResponse(AuthResponse::Oversized));
+    }
+    let mut answers = Vec::with_capacity(data.answers.len());
+    for raw in data.answers {
+        let answer = Secret::new(secret::unescape_json_string(raw.get()).ok_or_else(shape)?);
+        if answer.expose().len() > MAX_ANSWER {
+            return Ok(ClientEvent::AuthResponse(AuthResponse::Oversized));
+        }
+        answers.push(answer);
+    }
+    Ok(ClientEvent::AuthResponse(AuthResponse::Answers(Answers(
+        answers,
+    ))))
 }
 
 /// Resume tokens are 64 lower-case hex digits (see `registry::new_token`); anything else
@@ -270,6 +352,8 @@ pub enum ServerEvent<'a> {
         code: &'a str,
         message: &'a str,
     },
+    /// The server (or the gateway, for a password-only server) asks the person.
+    AuthPrompt(&'a AuthPrompt),
 }
 
 impl ServerEvent<'_> {
@@ -341,6 +425,18 @@ impl ServerEvent<'_> {
             }
             ServerEvent::Warning { code, message } => {
                 event(name::WARNING, json!({"code": code, "message": message}))
+            }
+            ServerEvent::AuthPrompt(prompt) => {
+                let prompts: Vec<Value> = prompt
+                    .prompts
+                    .iter()
+                    .map(|p| json!({"text": p.text, "echo": p.echo}))
+                    .collect();
+                event(
+                    name::AUTH_PROMPT,
+                    json!({"name": prompt.name, "instruction": prompt.instruction,
+                           "prompts": prompts}),
+                )
             }
         }
     }
@@ -457,6 +553,88 @@ mod tests {
         assert_eq!(
             decode_text(r#"["x",{"a":1}]"#).unwrap(),
             ClientEvent::Unknown("x".into())
+        );
+    }
+
+    #[test]
+    fn auth_response() {
+        let answers = |event: ClientEvent| match event {
+            ClientEvent::AuthResponse(AuthResponse::Answers(Answers(a))) => {
+                a.iter().map(|s| s.expose().clone()).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            answers(decode_text(r#"["auth-response",{"answers":["hunter2","12 34"]}]"#).unwrap()),
+            ["hunter2", "12 34"]
+        );
+        // Escapes are undone by us, surrogate pairs included.
+        assert_eq!(
+            answers(
+                decode_text(r#"["auth-response",{"answers":["a\"b\\c\u00e9\ud83d\ude00"]}]"#)
+                    .unwrap()
+            ),
+            ["a\"b\\cé😀"]
+        );
+        assert_eq!(
+            answers(decode_text(r#"["auth-response",{"answers":[]}]"#).unwrap()),
+            Vec::<String>::new()
+        );
+        // Exactly at the bounds is fine; past them is `Oversized`, not a broken session.
+        let longest = "x".repeat(MAX_ANSWER);
+        let at_bound = format!(r#"["auth-response",{{"answers":["{longest}"]}}]"#);
+        assert_eq!(answers(decode_text(&at_bound).unwrap()).len(), 1);
+        let too_long = format!(r#"["auth-response",{{"answers":["{longest}x"]}}]"#);
+        let many = format!(
+            r#"["auth-response",{{"answers":[{}]}}]"#,
+            [r#""1""#; MAX_PROMPTS + 1].join(",")
+        );
+        for text in [too_long, many] {
+            assert_eq!(
+                decode_text(&text).unwrap(),
+                ClientEvent::AuthResponse(AuthResponse::Oversized)
+            );
+        }
+        for text in [
+            r#"["auth-response"]"#,
+            r#"["auth-response",null]"#,
+            r#"["auth-response",["a"]]"#,
+            r#"["auth-response",[["a"]]]"#,
+            r#"["auth-response",{}]"#,
+            r#"["auth-response",{"answers":"a"}]"#,
+            r#"["auth-response",{"answers":[1]}]"#,
+            r#"["auth-response",{"answers":[null]}]"#,
+            r#"["auth-response",{"answers":["\ud800"]}]"#,
+            r#"["auth-response",{"answers":["a"]},3]"#,
+        ] {
+            assert!(decode_text(text).is_err(), "{text:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn auth_prompt_encodes_texts_as_data() {
+        let prompt = AuthPrompt {
+            name: "<b>n</b>".into(),
+            instruction: "say \"hi\"".into(),
+            prompts: vec![
+                crate::ssh::PromptText {
+                    text: "Password: ".into(),
+                    echo: false,
+                },
+                crate::ssh::PromptText {
+                    text: "Code: ".into(),
+                    echo: true,
+                },
+            ],
+        };
+        let text = ServerEvent::AuthPrompt(&prompt)
+            .encode()
+            .into_text()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            text,
+            r#"["auth-prompt",{"instruction":"say \"hi\"","name":"<b>n</b>","prompts":[{"echo":false,"text":"Password: "},{"echo":true,"text":"Code: "}]}]"#
         );
     }
 

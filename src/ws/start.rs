@@ -239,6 +239,7 @@ async fn run(
         cols: size.0,
         rows: size.1,
         deadline: deadline.into_std(),
+        auth_prompt_timeout: ctx.settings.auth_prompt_timeout,
     };
     let bridge = match Bridge::spawn(start, &ctx.threads) {
         Ok(bridge) => bridge,

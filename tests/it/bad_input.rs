@@ -21,7 +21,7 @@ async fn create_session_rejects_bad_bodies() {
         (r#"{"hostname":"h","password":"p"}"#, "missing_field"),
         (r#"{"hostname":"h","username":"u"}"#, "missing_field"),
         (
-            r#"{"hostname":"h","username":"u","password":"p","private_key":"k"}"#,
+            r#"{"hostname":"h","username":"u","auth":"interactive","password":"p"}"#,
             "ambiguous_credentials",
         ),
         (

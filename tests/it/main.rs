@@ -18,7 +18,7 @@ mod handback_page;
 mod hidpi;
 mod host_keys;
 mod jump;
-
+mod kbd_auth;
 mod lifecycle;
 mod notice_pages;
 mod paste;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use alfresco_ssh::http::{ApiError, BodyKind, parse_create};
 use alfresco_ssh::request::{self, Credentials, MAX_HOSTNAME_LEN, SessionRequest};
-use alfresco_ssh::ws::{ClientEvent, decode_text, event_name};
+use alfresco_ssh::ws::{Answers, AuthResponse, ClientEvent, decode_text, event_name};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -43,7 +43,8 @@ const SECRET_FIELDS: [&str; 3] = ["password", "private_key", "passphrase"];
 /// Secrets at least this long must never appear in an error message.
 const SECRET_MIN_CHARS: usize = 8;
 /// The events a client may send; every other name decodes to `Unknown`.
-const CLIENT_EVENTS: [&str; 8] = [
+const CLIENT_EVENTS: [&str; 9] = [
+    event_name::AUTH_RESPONSE,
     event_name::START_SESSION,
     event_name::RESUME_SESSION,
     event_name::VIEW_SESSION,
@@ -577,10 +578,14 @@ fn check_create(
             prop_assert!(request::valid_term(&req.term), "term {:?}", req.term);
             match &req.credentials {
                 Credentials::Password(_) => {}
-                Credentials::PrivateKey { key, passphrase } => {
+                Credentials::PrivateKey { key, passphrase }
+                | Credentials::KeyAndPassword {
+                    key, passphrase, ..
+                } => {
                     prop_assert!(!key.expose().trim().is_empty());
                     prop_assert!(passphrase.as_ref().is_none_or(|p| !p.expose().is_empty()));
                 }
+                Credentials::Interactive => {}
             }
         }
         Err(e) => {
@@ -653,6 +658,22 @@ fn check_accepted(req: &SessionRequest, sent: &HashMap<String, Sent>) -> Result<
                 passphrase.as_ref().map(|p| p.expose().as_str()),
                 sent_phrase
             );
+        }
+        Credentials::KeyAndPassword {
+            key,
+            passphrase,
+            password,
+        } => {
+            prop_assert_eq!(Some(key.expose().as_str()), text("private_key"));
+            prop_assert_eq!(Some(password.expose().as_str()), text("password"));
+            let sent_phrase = text("passphrase").filter(|p| !p.is_empty());
+            prop_assert_eq!(
+                passphrase.as_ref().map(|p| p.expose().as_str()),
+                sent_phrase
+            );
+        }
+        Credentials::Interactive => {
+            prop_assert_eq!(text("auth"), Some("interactive"));
         }
     }
     Ok(())
@@ -949,6 +970,25 @@ fn check_event(text: &str) -> Result<(), TestCaseError> {
                 "{text:?} refused"
             );
         }
+        (event_name::AUTH_RESPONSE, Ok(ClientEvent::AuthResponse(response))) => {
+            let sent = auth_answers(data);
+            prop_assert!(sent.is_some(), "{text:?} gave {decoded:?}");
+            let sent = sent.unwrap_or_default();
+            match response {
+                AuthResponse::Answers(Answers(answers)) => {
+                    let got: Vec<&str> = answers.iter().map(|a| a.expose().as_str()).collect();
+                    prop_assert_eq!(got, sent);
+                }
+                AuthResponse::Oversized => prop_assert!(
+                    sent.len() > alfresco_ssh::ssh::MAX_PROMPTS
+                        || sent.iter().any(|a| a.len() > alfresco_ssh::ssh::MAX_ANSWER),
+                    "{text:?} called oversized"
+                ),
+            }
+        }
+        (event_name::AUTH_RESPONSE, Err(_)) => {
+            prop_assert!(auth_answers(data).is_none(), "{text:?} refused");
+        }
         (name, _) if CLIENT_EVENTS.contains(&name) => {
             prop_assert!(decoded.is_err(), "{text:?} gave {decoded:?}");
         }
@@ -968,6 +1008,16 @@ fn start_size(data: Option<&Value>) -> Option<(u16, u16)> {
             .map(|n| n as u16),
     };
     Some((dim("cols", 80)?, dim("rows", 24)?))
+}
+
+/// The answers of an auth-response's data: `{"answers": [strings]}`, else `None`.
+fn auth_answers(data: Option<&Value>) -> Option<Vec<&str>> {
+    data?
+        .get("answers")?
+        .as_array()?
+        .iter()
+        .map(Value::as_str)
+        .collect()
 }
 
 /// A well-formed resume token: 64 lower-case hex digits.

@@ -113,25 +113,42 @@ pub struct Sshd {
     pub port: u16,
     dir: TempDir,
     keys: &'static ClientKeys,
+    /// sshd_config lines that come before the defaults (sshd keeps a keyword's first value).
+    extra_config: String,
+    /// What sshd is started as: its file name is the PAM service it uses.
+    program: PathBuf,
     child: Option<Child>,
     /// Stdin of a `sh` that kills the listener when it reads EOF, that is when this process
     /// exits without dropping `Sshd` (a `static`, an abort, Ctrl-C, SIGKILL).
     watchdog: Option<Watchdog>,
-    /// Config lines put before the defaults (see `start_with_config`).
-    extra_config: String,
 }
 
 impl Sshd {
     /// Starts an sshd on a free 127.0.0.1 port with fresh host keys, and waits until it
     /// answers with an SSH banner. Panics, with sshd's stderr, if it does not.
     pub fn start() -> Sshd {
-        Self::start_with_config("")
+        Sshd::start_as(None, "")
     }
 
-    /// Starts an sshd as `start` does, with `extra` config lines (e.g. `AllowTcpForwarding
-    /// no`, `LogLevel VERBOSE`) before the defaults: sshd keeps a keyword's first value, so
-    /// these win.
-    pub fn start_with_config(extra: &str) -> Sshd {
+    /// As `start`, with `extra_config` (sshd_config lines) taking precedence over the
+    /// defaults: `"PasswordAuthentication no\n"` turns passwords off.
+    pub fn start_with(extra_config: &str) -> Sshd {
+        Sshd::start_as(None, extra_config)
+    }
+
+    /// As `start_with`, with sshd run under the name `pam_service` (a symlink in its temp
+    /// dir), so that with `UsePAM yes` it uses the stack in `/etc/pam.d/<pam_service>`,
+    /// which `tests/setup-test-user.sh` writes.
+    pub fn start_pam(pam_service: &str, extra_config: &str) -> Sshd {
+        Sshd::start_as(Some(pam_service), extra_config)
+    }
+
+    /// The same as `start_with` (the jump-host tests' name for it).
+    pub fn start_with_config(extra_config: &str) -> Sshd {
+        Sshd::start_as(None, extra_config)
+    }
+
+    fn start_as(pam_service: Option<&str>, extra_config: &str) -> Sshd {
         let dir = tempfile::Builder::new()
             .prefix("alfresco-sshd-")
             .tempdir()
@@ -146,14 +163,29 @@ impl Sshd {
         fs::set_permissions(&authorized_keys, fs::Permissions::from_mode(0o644))
             .expect("chmod authorized_keys");
 
+        // sshd names its PAM service after its own file name, and re-executes itself by the
+        // same absolute path, so a symlink is enough.
+        let program = match pam_service {
+            None => PathBuf::from(SSHD),
+            Some(service) => {
+                assert!(
+                    Path::new(&format!("/etc/pam.d/{service}")).exists(),
+                    "/etc/pam.d/{service} is missing: run `sudo tests/setup-test-user.sh`"
+                );
+                let link = dir.path().join(service);
+                std::os::unix::fs::symlink(SSHD, &link).expect("symlink sshd");
+                link
+            }
+        };
         let port = free_listen_port();
         let mut sshd = Sshd {
             port,
             dir,
             keys,
+            extra_config: extra_config.to_owned(),
+            program,
             child: None,
             watchdog: None,
-            extra_config: extra.to_owned(),
         };
         sshd.write_config();
         sshd.generate_host_keys();
@@ -341,7 +373,7 @@ impl Sshd {
     /// Starts the listener and its watchdog, then waits for the banner.
     fn spawn(&mut self) {
         let log = File::create(self.log_path()).expect("create sshd.log");
-        let child = Command::new(SSHD)
+        let child = Command::new(&self.program)
             .arg("-D") // stay in the foreground, so it is our child
             .arg("-e") // log to stderr, which is sshd.log
             .arg("-f")
