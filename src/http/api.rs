@@ -316,6 +316,10 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<(SessionRequest, AskedTimer
     };
     let jump = hops(jump)?;
     check_route(&target, &jump)?;
+    // Behind a jump host the target logs in non-blocking, where no one can be asked.
+    if !jump.is_empty() && credentials.is_interactive() {
+        return Err(ApiError::interactive_through_jump());
+    }
     let request = SessionRequest {
         target,
         credentials,
@@ -966,6 +970,14 @@ mod tests {
         ]));
         assert_eq!((e.code(), e.hop), ("jump_loop", Some(3)));
         assert!(e.message.contains("jump host 1"), "{}", e.message);
+        let interactive = serde_json::json!({"hostname":"db","username":"u","auth":"interactive",
+                                              "jump":[hop("j1", 22)]});
+        let e = json(&interactive.to_string()).unwrap_err();
+        assert_eq!((e.code(), e.hop), ("interactive_through_jump", None));
+        // A hop may carry a key and a password, for a two-step login there.
+        let two_step =
+            serde_json::json!([{"hostname":"j1","username":"j","password":"x","private_key":"k"}]);
+        assert!(with_jump(two_step).is_ok());
         // Another port on the same host is another place.
         assert!(with_jump(serde_json::json!([hop("db", 2222)])).is_ok());
         for (bad, code) in [
@@ -985,8 +997,8 @@ mod tests {
                 "invalid_field",
             ),
             (
-                serde_json::json!([{"hostname":"j1","username":"j","password":"x","private_key":"k"}]),
-                "ambiguous_credentials",
+                serde_json::json!([{"hostname":"j1","username":"j","auth":"interactive"}]),
+                "invalid_field",
             ),
             (
                 serde_json::json!([{"hostname":"j1","username":"j","password":"x","term":"vt100"}]),

@@ -965,6 +965,10 @@ async fn create_wait_json_prints_each_status() {
     let created: serde_json::Value = serde_json::from_str(&running.line().await).unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["status_url"], format!("{gateway}/sessions/{id}"));
+    // Opened only once the job has printed its first status: opened earlier, the first
+    // status the job sees may already be `connecting` (this test failed so once).
+    let first: serde_json::Value = serde_json::from_str(&running.line().await).unwrap();
+    assert_eq!(first["state"], "pending", "{first}");
     let mut term = gw.ws().await;
     term.start(&id, 80, 24).await;
     term.ready().await;
