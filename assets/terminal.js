@@ -83,6 +83,7 @@
   const handbackYesEl = document.getElementById('handback-yes');
   const handbackCancelEl = document.getElementById('handback-cancel');
   const authFormEl = document.getElementById('auth-prompt');
+  const authTargetEl = document.getElementById('auth-prompt-target');
   const authNameEl = document.getElementById('auth-prompt-name');
   const authInstructionEl = document.getElementById('auth-prompt-instruction');
   const authFieldsEl = document.getElementById('auth-prompt-fields');
@@ -394,6 +395,11 @@
       return;
     }
     const text = function (value) { return typeof value === 'string' ? value : ''; };
+    // Who asks: through jump hosts each host may, and the person must know whose password.
+    const who = text(data.target);
+    const hop = Number.isInteger(data.hop) ? 'jump host ' + data.hop + ' ' : '';
+    authTargetEl.textContent = who === '' ? '' : 'Log in to ' + hop + who;
+    authTargetEl.hidden = authTargetEl.textContent === '';
     authNameEl.textContent = text(data.name);
     authNameEl.hidden = authNameEl.textContent === '';
     authInstructionEl.textContent = text(data.instruction);

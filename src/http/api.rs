@@ -43,13 +43,14 @@ const FIELDS: [&str; 16] = [
 ];
 
 /// What a jump host in `jump` may say: a target's fields, without a terminal or timers.
-const HOP_FIELDS: [&str; 7] = [
+const HOP_FIELDS: [&str; 8] = [
     "hostname",
     "port",
     "username",
     "password",
     "private_key",
     "passphrase",
+    "auth",
     "host_key",
 ];
 
@@ -316,10 +317,6 @@ fn build(mut fields: HashMap<String, Raw>) -> Result<(SessionRequest, AskedTimer
     };
     let jump = hops(jump)?;
     check_route(&target, &jump)?;
-    // Behind a jump host the target logs in non-blocking, where no one can be asked.
-    if !jump.is_empty() && credentials.is_interactive() {
-        return Err(ApiError::interactive_through_jump());
-    }
     let request = SessionRequest {
         target,
         credentials,
@@ -970,10 +967,11 @@ mod tests {
         ]));
         assert_eq!((e.code(), e.hop), ("jump_loop", Some(3)));
         assert!(e.message.contains("jump host 1"), "{}", e.message);
+        // Anyone on the route may ask the person: the target and the hops.
         let interactive = serde_json::json!({"hostname":"db","username":"u","auth":"interactive",
-                                              "jump":[hop("j1", 22)]});
-        let e = json(&interactive.to_string()).unwrap_err();
-        assert_eq!((e.code(), e.hop), ("interactive_through_jump", None));
+                                              "jump":[{"hostname":"j1","username":"j","auth":"interactive"}]});
+        let r = json(&interactive.to_string()).unwrap();
+        assert!(r.credentials.is_interactive() && r.jump[0].credentials.is_interactive());
         // A hop may carry a key and a password, for a two-step login there.
         let two_step =
             serde_json::json!([{"hostname":"j1","username":"j","password":"x","private_key":"k"}]);
@@ -997,8 +995,8 @@ mod tests {
                 "invalid_field",
             ),
             (
-                serde_json::json!([{"hostname":"j1","username":"j","auth":"interactive"}]),
-                "invalid_field",
+                serde_json::json!([{"hostname":"j1","username":"j","auth":"interactive","password":"x"}]),
+                "ambiguous_credentials",
             ),
             (
                 serde_json::json!([{"hostname":"j1","username":"j","password":"x","term":"vt100"}]),

@@ -49,12 +49,10 @@ pub enum ApiErrorKind {
     TooManyHops,
     /// `jump` names the target, or one jump host twice: the route would go in a circle.
     JumpLoop,
-    /// `"auth": "interactive"` with `jump`: behind a jump host no one can be asked.
-    InteractiveThroughJump,
 }
 
 impl ApiErrorKind {
-    pub const ALL: [ApiErrorKind; 28] = [
+    pub const ALL: [ApiErrorKind; 27] = [
         ApiErrorKind::MalformedBody,
         ApiErrorKind::MissingField,
         ApiErrorKind::InvalidField,
@@ -82,7 +80,6 @@ impl ApiErrorKind {
         ApiErrorKind::UnknownEncoding,
         ApiErrorKind::TooManyHops,
         ApiErrorKind::JumpLoop,
-        ApiErrorKind::InteractiveThroughJump,
     ];
 
     /// The wire code: part of the contract, never renamed.
@@ -115,7 +112,6 @@ impl ApiErrorKind {
             ApiErrorKind::UnknownEncoding => "unknown_encoding",
             ApiErrorKind::TooManyHops => "too_many_hops",
             ApiErrorKind::JumpLoop => "jump_loop",
-            ApiErrorKind::InteractiveThroughJump => "interactive_through_jump",
         }
     }
 
@@ -131,8 +127,7 @@ impl ApiErrorKind {
             | ApiErrorKind::InvalidQuery
             | ApiErrorKind::UnknownEncoding
             | ApiErrorKind::TooManyHops
-            | ApiErrorKind::JumpLoop
-            | ApiErrorKind::InteractiveThroughJump => StatusCode::BAD_REQUEST,
+            | ApiErrorKind::JumpLoop => StatusCode::BAD_REQUEST,
             ApiErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiErrorKind::OriginForbidden
             | ApiErrorKind::DestinationForbidden
@@ -360,13 +355,6 @@ impl ApiError {
 
     pub fn jump_loop(why: &str) -> Self {
         Self::new(ApiErrorKind::JumpLoop, why)
-    }
-
-    pub fn interactive_through_jump() -> Self {
-        Self::new(
-            ApiErrorKind::InteractiveThroughJump,
-            "`\"auth\": \"interactive\"` cannot be used with `jump`: hosts behind a jump host log in with the password or key given here",
-        )
     }
 
     /// The same error, about jump host `hop` (1 = the first).

@@ -5,7 +5,8 @@
 //! publickey,password`) the server's new list says what comes next. A keyboard-interactive
 //! round that is a lone masked password prompt gets the session's password; every other
 //! round goes to the person through `Page`. Also the pre-authentication banner, cleaned for
-//! the terminal. Jump hosts call `authenticate` once per hop.
+//! the terminal. Jump hosts call `authenticate` once per hop: the first over its blocking
+//! session, later ones through `Calls` that keep the jump relay moving.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use ssh2::{ErrorCode, KeyboardInteractivePrompt, Prompt, Session};
 
 use super::error::{SshError, SshErrorKind};
 use super::exchange::{AuthPrompt, PromptText};
-use crate::request::Credentials;
+use crate::request::{Credentials, Target};
 use crate::secret::Secret;
 
 /// Prompt rounds per session, answered or not: PAM with a one-time code needs three (the
@@ -64,28 +65,74 @@ pub trait Page {
     fn size(&self) -> Option<(u32, u32)>;
 }
 
-/// Authenticates as `username`. Consumes the credentials: they are dropped, and so wiped,
+/// How authentication's libssh2 calls are made: once, on a blocking session (a direct
+/// target, the first jump host), or again and again while `jump::Relay` moves the bytes
+/// of a non-blocking session behind a jump host.
+pub trait Calls {
+    /// Runs `op` until it is done. The outer error is the transport's (a link lost, the
+    /// deadline passed), the inner one libssh2's answer to the call.
+    fn call<T>(
+        &mut self,
+        op: &mut dyn FnMut() -> Result<T, ssh2::Error>,
+    ) -> Result<Result<T, ssh2::Error>, SshError>;
+}
+
+/// The calls of a blocking session: each returns when it is done.
+pub struct Blocking;
+
+impl Calls for Blocking {
+    fn call<T>(
+        &mut self,
+        op: &mut dyn FnMut() -> Result<T, ssh2::Error>,
+    ) -> Result<Result<T, ssh2::Error>, SshError> {
+        Ok(op())
+    }
+}
+
+/// Who a login is with, as the prompts name it: the target, or jump host `hop`.
+#[derive(Clone, Copy)]
+pub struct Account<'a> {
+    pub target: &'a Target,
+    pub hop: Option<u8>,
+}
+
+impl Account<'_> {
+    fn prompt(&self, name: String, instruction: String, prompts: Vec<PromptText>) -> AuthPrompt {
+        AuthPrompt {
+            target: self.target.to_string(),
+            hop: self.hop,
+            name,
+            instruction,
+            prompts,
+        }
+    }
+}
+
+/// Authenticates as `account`'s user. Consumes the credentials: they are dropped, and so wiped,
 /// when this returns, whatever the outcome.
 pub fn authenticate(
     session: &Session,
-    username: &str,
+    account: Account<'_>,
     credentials: Credentials,
     page: &mut dyn Page,
+    calls: &mut impl Calls,
 ) -> Result<(), SshError> {
-    let result = run(session, username, &credentials, page);
+    let result = run(session, account, &credentials, page, calls);
     drop(credentials);
     result
 }
 
 fn run(
     session: &Session,
-    username: &str,
+    account: Account<'_>,
     credentials: &Credentials,
     page: &mut dyn Page,
+    calls: &mut impl Calls,
 ) -> Result<(), SshError> {
+    let username = account.target.username.as_str();
     // The "none" request: the server answers with the methods it takes, and sends its
     // banner first, which libssh2 keeps.
-    let mut offered = list(session, username)?;
+    let mut offered = list(session, username, calls)?;
     if session.authenticated() {
         return Ok(());
     }
@@ -113,9 +160,16 @@ fn run(
         };
         tried.push(method);
         let attempt = match method {
-            PUBLICKEY => publickey(session, username, credentials),
-            PASSWORD => password(session, username, credentials, page),
-            _ => keyboard_interactive(session, username, credentials.password(), page, &mut rounds),
+            PUBLICKEY => publickey(session, username, credentials, calls),
+            PASSWORD => password(session, account, credentials, page, calls),
+            _ => keyboard_interactive(
+                session,
+                account,
+                credentials.password(),
+                page,
+                &mut rounds,
+                calls,
+            ),
         };
         // Ended from inside the callback (a flood, the person's timeout): the socket is
         // shut, nothing more can be tried.
@@ -149,7 +203,7 @@ fn run(
         }
         // After a partial success the list names what is still wanted; after a failure it
         // is the same list again.
-        offered = list(session, username)?;
+        offered = list(session, username, calls)?;
         if session.authenticated() {
             return Ok(());
         }
@@ -157,9 +211,9 @@ fn run(
 }
 
 /// The methods the server takes now, as a comma-separated list.
-fn list(session: &Session, username: &str) -> Result<String, SshError> {
-    match session.auth_methods(username) {
-        Ok(list) => Ok(list.to_owned()),
+fn list(session: &Session, username: &str, calls: &mut impl Calls) -> Result<String, SshError> {
+    match calls.call(&mut || session.auth_methods(username).map(str::to_owned))? {
+        Ok(list) => Ok(list),
         // The "none" request itself was accepted.
         Err(_) if session.authenticated() => Ok(String::new()),
         Err(e) => Err(auth_error(&e)),
@@ -180,17 +234,24 @@ fn usable(method: &str, credentials: &Credentials) -> bool {
     }
 }
 
-fn publickey(session: &Session, username: &str, credentials: &Credentials) -> Result<(), SshError> {
+fn publickey(
+    session: &Session,
+    username: &str,
+    credentials: &Credentials,
+    calls: &mut impl Calls,
+) -> Result<(), SshError> {
     let Some((key, passphrase)) = credentials.private_key() else {
         return Ok(());
     };
-    session
-        .userauth_pubkey_memory(
-            username,
-            None,
-            key.expose(),
-            passphrase.map(|p| p.expose().as_str()),
-        )
+    calls
+        .call(&mut || {
+            session.userauth_pubkey_memory(
+                username,
+                None,
+                key.expose(),
+                passphrase.map(|p| p.expose().as_str()),
+            )
+        })?
         .map_err(|e| auth_error(&e))
 }
 
@@ -198,60 +259,66 @@ fn publickey(session: &Session, username: &str, credentials: &Credentials) -> Re
 /// (servers that offer `password` alone never send a prompt of their own).
 fn password(
     session: &Session,
-    username: &str,
+    account: Account<'_>,
     credentials: &Credentials,
     page: &mut dyn Page,
+    calls: &mut impl Calls,
 ) -> Result<(), SshError> {
+    let username = account.target.username.as_str();
     if let Some(password) = credentials.password() {
-        return session
-            .userauth_password(username, password.expose())
+        return calls
+            .call(&mut || session.userauth_password(username, password.expose()))?
             .map_err(|e| auth_error(&e));
     }
-    let question = AuthPrompt {
-        name: String::new(),
-        instruction: String::new(),
-        prompts: vec![PromptText {
+    let question = account.prompt(
+        String::new(),
+        String::new(),
+        vec![PromptText {
             text: "Password:".into(),
             echo: false,
         }],
-    };
+    );
     let answers = page.ask(question)?;
     let Some(answer) = answers.first() else {
         return Err(SshError::new(SshErrorKind::AuthFailed, "no password given"));
     };
     // The person's time did not count; libssh2's own timeout must not count it either.
     set_timeout(session, page.deadline())?;
-    session
-        .userauth_password(username, answer.expose())
+    calls
+        .call(&mut || session.userauth_password(username, answer.expose()))?
         .map_err(|e| auth_error(&e))
 }
 
 fn keyboard_interactive(
     session: &Session,
-    username: &str,
+    account: Account<'_>,
     password: Option<&Secret<String>>,
     page: &mut dyn Page,
     rounds: &mut Rounds,
+    calls: &mut impl Calls,
 ) -> Result<(), SshError> {
     // libssh2 counts the time our callback waits against the call's timeout; the server's
     // share is bounded by the deadline timer instead (`bridge::abort_at_deadline`).
     let left = page.deadline().saturating_duration_since(Instant::now());
     let bound = left + page.wait_bound() * MAX_PROMPT_ROUNDS as u32;
     session.set_timeout(bound.as_millis().clamp(1, u32::MAX as u128) as u32);
+    let username = account.target.username.as_str();
     let mut prompter = Prompter {
+        account,
         page,
         password,
         password_used: false,
         rounds,
         failure: None,
     };
-    let result = session.userauth_keyboard_interactive(username, &mut prompter);
+    let result = calls.call(&mut || session.userauth_keyboard_interactive(username, &mut prompter));
+    // Before the transport's error: the attempt's end shut the socket under both.
     if let Some(e) = prompter.failure {
         prompter.rounds.ended = true;
         return Err(e);
     }
     set_timeout(session, prompter.page.deadline())?;
-    result.map_err(|e| auth_error(&e))
+    result?.map_err(|e| auth_error(&e))
 }
 
 /// The keyboard-interactive rounds of a session, over all its attempts.
@@ -264,6 +331,7 @@ struct Rounds {
 
 /// Answers keyboard-interactive rounds inside libssh2's callback.
 struct Prompter<'a, 'p> {
+    account: Account<'a>,
     page: &'p mut dyn Page,
     password: Option<&'a Secret<String>>,
     password_used: bool,
@@ -321,17 +389,17 @@ impl KeyboardInteractivePrompt for Prompter<'_, '_> {
             // only until libssh2 has its own.
             return vec![password.expose().clone()];
         }
-        let round = AuthPrompt {
-            name: truncate(name, MAX_PROMPT_TEXT).to_owned(),
-            instruction: truncate(instruction, MAX_INSTRUCTION).to_owned(),
-            prompts: prompts
+        let round = self.account.prompt(
+            truncate(name, MAX_PROMPT_TEXT).to_owned(),
+            truncate(instruction, MAX_INSTRUCTION).to_owned(),
+            prompts
                 .iter()
                 .map(|p| PromptText {
                     text: truncate(&p.text, MAX_PROMPT_TEXT).to_owned(),
                     echo: p.echo,
                 })
                 .collect(),
-        };
+        );
         match self.page.ask(round) {
             Ok(answers) if answers.len() == prompts.len() => {
                 answers.iter().map(|a| a.expose().clone()).collect()
@@ -394,22 +462,6 @@ pub fn set_timeout(session: &Session, deadline: Instant) -> Result<(), SshError>
     // libssh2 treats 0 as "no timeout"; round up so a sliver of time is not infinite.
     session.set_timeout(left.as_millis().clamp(1, u32::MAX as u128) as u32);
     Ok(())
-}
-
-/// What an attempt the caller drove itself came to: `jump.rs` logs in behind a jump host
-/// with non-blocking calls of its own, and reads their outcome as `authenticate` would.
-pub(super) fn attempt_result(
-    session: &Session,
-    result: Result<(), ssh2::Error>,
-) -> Result<(), SshError> {
-    match result {
-        Ok(()) if session.authenticated() => Ok(()),
-        Ok(()) => Err(SshError::new(
-            SshErrorKind::AuthFailed,
-            "authentication failed",
-        )),
-        Err(e) => Err(auth_error(&e)),
-    }
 }
 
 fn auth_error(e: &ssh2::Error) -> SshError {
@@ -506,12 +558,25 @@ mod tests {
         }
     }
 
+    fn target() -> Target {
+        Target {
+            host: "db.internal".into(),
+            port: 22,
+            username: "alice".into(),
+        }
+    }
+
     #[test]
     fn prompter_answers_the_password_once_and_asks_the_rest() {
+        let target = target();
         let mut page = FakePage::default();
         let password = Secret::new("pw".to_owned());
         let mut rounds = Rounds::default();
         let mut prompter = Prompter {
+            account: Account {
+                target: &target,
+                hop: Some(2),
+            },
             page: &mut page,
             password: Some(&password),
             password_used: false,
@@ -534,14 +599,24 @@ mod tests {
         assert_eq!(page.asked.len(), 1);
         // The second password prompt went to the person, its text cut on a char boundary.
         assert_eq!(page.asked[0].prompts[0].text.len(), MAX_PROMPT_TEXT);
+        // Named for the page: who asks.
+        assert_eq!(
+            (page.asked[0].target.as_str(), page.asked[0].hop),
+            ("alice@db.internal:22", Some(2))
+        );
         assert_eq!(page.shown, [Bytes::from_static(b"Hello\r\n")]);
     }
 
     #[test]
     fn prompter_ends_a_flood() {
+        let target = target();
         let mut page = FakePage::default();
         let mut rounds = Rounds::default();
         let mut prompter = Prompter {
+            account: Account {
+                target: &target,
+                hop: Some(2),
+            },
             page: &mut page,
             password: None,
             password_used: false,
@@ -566,6 +641,10 @@ mod tests {
         let mut page = FakePage::default();
         let mut rounds = Rounds::default();
         let mut prompter = Prompter {
+            account: Account {
+                target: &target,
+                hop: Some(2),
+            },
             page: &mut page,
             password: None,
             password_used: false,

@@ -83,7 +83,11 @@ pub fn open_shell(
     check_host_key(&session, host_keys, &target, host_key.as_ref())?;
 
     set_timeout(&session, page.deadline())?;
-    auth::authenticate(&session, &target.username, credentials, page)?;
+    let account = auth::Account {
+        target: &target,
+        hop: None,
+    };
+    auth::authenticate(&session, account, credentials, page, &mut auth::Blocking)?;
 
     set_timeout(&session, page.deadline())?;
     let (cols, rows) = page.size().unwrap_or((cols, rows));

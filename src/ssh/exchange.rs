@@ -32,6 +32,10 @@ pub enum Input {
 /// already bounded (`auth::MAX_PROMPT_TEXT`); the page shows them as text, never as HTML.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthPrompt {
+    /// Who asks: `user@host:port` of the target or of a jump host.
+    pub target: String,
+    /// The jump host that asks (1 = the first), `None` for the target.
+    pub hop: Option<u8>,
     pub name: String,
     pub instruction: String,
     pub prompts: Vec<PromptText>,

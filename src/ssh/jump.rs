@@ -8,7 +8,9 @@
 //! non-blocking, and every call on them goes through `Relay::drive`, which retries it on
 //! EAGAIN and, in between, forwards through every link and sleeps in `poll(2)` on all their
 //! descriptors. The pump (`thread.rs`) forwards and polls the links the same way each turn.
-//! Only the first hop, on real TCP, logs in blocking, with `connect`'s own steps.
+//! Only the first hop, on real TCP, logs in blocking, with `connect`'s own steps; behind it
+//! `auth` runs the same methods through `Behind`, so a host there may ask the person too.
+//! While the person answers, the thread waits in the prompt and the links stand still.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -65,6 +67,35 @@ struct Link {
     /// The channel had EOF: once `down` is delivered, `near` is shut for writing.
     channel_eof: bool,
     eof_sent: bool,
+}
+
+/// How long `Relay::drive` may keep at a call.
+#[derive(Clone, Copy)]
+pub(super) enum Until<'a> {
+    /// While connecting: the session's connect deadline as it stands (it stops while a
+    /// person is asked), and not past the session's closing.
+    Connect(&'a Shared),
+    /// While closing: a fixed instant.
+    Close(Instant),
+}
+
+/// Authentication's calls on a session behind the links, driven like every other call
+/// there; `auth` runs the same methods, prompts included, as on a blocking session.
+struct Behind<'a> {
+    relay: &'a mut Relay,
+    session: &'a Session,
+    socket: &'a TcpStream,
+    shared: &'a Shared,
+}
+
+impl auth::Calls for Behind<'_> {
+    fn call<T>(
+        &mut self,
+        op: &mut dyn FnMut() -> Result<T, ssh2::Error>,
+    ) -> Result<Result<T, ssh2::Error>, SshError> {
+        self.relay
+            .drive(self.session, self.socket, Until::Connect(self.shared), op)
+    }
 }
 
 /// A bounded byte buffer, filled at the end and drained from the front.
@@ -285,14 +316,13 @@ impl Relay {
 
     /// Runs `op` on `session`, a non-blocking session speaking over `socket` through these
     /// links, until it stops answering EAGAIN; meanwhile forwards, and sleeps in `poll` when
-    /// nothing moves. The outer error is the route's (a link broke, the deadline passed, the
+    /// nothing moves. The outer error is the route's (a link broke, the time is up, the
     /// session is closing), the inner one `op`'s own.
     pub(super) fn drive<T>(
         &mut self,
         session: &Session,
         socket: &TcpStream,
-        deadline: Instant,
-        shared: Option<&Shared>,
+        until: Until<'_>,
         mut op: impl FnMut() -> Result<T, ssh2::Error>,
     ) -> Result<Result<T, ssh2::Error>, SshError> {
         // Bounded by the deadline: every round either returns, moves bytes, or sleeps in
@@ -305,6 +335,15 @@ impl Relay {
             if self.forward()? {
                 continue;
             }
+            let shared = match until {
+                Until::Connect(shared) => Some(shared),
+                Until::Close(_) => None,
+            };
+            // Read each round: `op` may have waited for a person, and that time is theirs.
+            let deadline = match until {
+                Until::Connect(shared) => shared.deadline.at(),
+                Until::Close(at) => at,
+            };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(SshError::connect_timeout());
@@ -384,8 +423,9 @@ impl Relay {
         while let Some(mut link) = self.links.pop() {
             let _ = link.near.shutdown(Shutdown::Both);
             let (session, socket) = (&link.session, &*link.socket);
-            let _ = self.drive(session, socket, deadline, None, || link.channel.close());
-            let _ = self.drive(session, socket, deadline, None, || {
+            let until = Until::Close(deadline);
+            let _ = self.drive(session, socket, until, || link.channel.close());
+            let _ = self.drive(session, socket, until, || {
                 session.disconnect(None, "session closed", None)
             });
             let _ = link.socket.shutdown(Shutdown::Both);
@@ -440,17 +480,10 @@ pub(super) fn open_shell(
                 .map_err(|e| refused(&e, to).at_hop(n));
             (session, channel?)
         } else {
-            let deadline = page.deadline();
-            let session = relay.login(
-                &transport,
-                host_keys,
-                &login,
-                hop.credentials,
-                deadline,
-                shared,
-            )?;
+            let session =
+                relay.login(&transport, host_keys, &login, hop.credentials, page, shared)?;
             let channel = relay
-                .drive(&session, &transport, deadline, Some(shared), || {
+                .drive(&session, &transport, Until::Connect(shared), || {
                     session.channel_direct_tcpip(&to.host, to.port, None)
                 })
                 .map_err(|e| login.tag(e))?
@@ -466,18 +499,13 @@ pub(super) fn open_shell(
         pin: host_key.as_ref(),
         hop: None,
     };
-    // No one is asked from here on: the deadline stands.
-    let deadline = page.deadline();
-    let session = relay.login(&transport, host_keys, &login, credentials, deadline, shared)?;
+    let session = relay.login(&transport, host_keys, &login, credentials, page, shared)?;
+    let until = Until::Connect(shared);
     let mut channel = relay
-        .drive(&session, &transport, deadline, Some(shared), || {
-            session.channel_session()
-        })?
+        .drive(&session, &transport, until, || session.channel_session())?
         .map_err(|e| connect::map_error(&e, "cannot open a channel"))?;
     let mut step = |op: &mut dyn FnMut(&mut Channel) -> Result<(), ssh2::Error>| {
-        relay.drive(&session, &transport, deadline, Some(shared), || {
-            op(&mut channel)
-        })
+        relay.drive(&session, &transport, until, || op(&mut channel))
     };
     // As `open_shell`: stderr merged, LANG asked for (and may be refused), a PTY, a shell.
     step(&mut |c| c.handle_extended_data(ExtendedData::Merge))?
@@ -507,6 +535,13 @@ struct Login<'a> {
 }
 
 impl Login<'_> {
+    fn account(&self) -> auth::Account<'_> {
+        auth::Account {
+            target: self.at,
+            hop: self.hop,
+        }
+    }
+
     /// Names the hop in an error that does not name one yet (one from a link already does).
     fn tag(&self, e: SshError) -> SshError {
         match (self.hop, e.hop) {
@@ -536,80 +571,51 @@ fn login_direct(
     // Before any credential leaves, as for a target.
     connect::check_host_key(&session, host_keys, login.at, login.pin)?;
     auth::set_timeout(&session, page.deadline())?;
-    // The first hop is blocking like a direct target: every method, prompts in the page.
-    auth::authenticate(&session, &login.at.username, credentials, page)?;
+    auth::authenticate(
+        &session,
+        login.account(),
+        credentials,
+        page,
+        &mut auth::Blocking,
+    )?;
     Ok(session)
 }
 
 impl Relay {
     /// A session behind the links so far, over `socket`: handshake, host key (before any
-    /// credential leaves), authentication, all driven non-blocking.
+    /// credential leaves), then authentication as on a blocking session (every method,
+    /// prompts in the page), all driven non-blocking.
     fn login(
         &mut self,
         socket: &Arc<TcpStream>,
         host_keys: &HostKeys,
         login: &Login<'_>,
         credentials: Credentials,
-        deadline: Instant,
+        page: &mut dyn Page,
         shared: &Shared,
     ) -> Result<Session, SshError> {
         let tag = |e| login.tag(e);
-        let session =
+        let mut session =
             Session::new().map_err(|e| tag(connect::failed("cannot create an SSH session", &e)))?;
-        let mut session = session;
         session.set_tcp_stream(SharedSocket(socket.clone()));
         connect::set_preferences(&session, host_keys, login.at, login.pin).map_err(tag)?;
         session.set_blocking(false);
         // `handshake` takes the session mutably; a clone is the same libssh2 session.
         let mut handshaking = session.clone();
-        self.drive(&session, socket, deadline, Some(shared), || {
+        self.drive(&session, socket, Until::Connect(shared), || {
             handshaking.handshake()
         })
         .map_err(tag)?
         .map_err(|e| tag(connect::map_error(&e, "SSH handshake failed")))?;
         connect::check_host_key(&session, host_keys, login.at, login.pin).map_err(tag)?;
-        let user = login.at.username.as_str();
-        // Non-blocking here, so no prompts: the key, then the password (after a partial
-        // success too, as `auth` goes on), each tried once.
-        let (key, password) = match &credentials {
-            Credentials::Password(password) => (None, Some(password)),
-            Credentials::PrivateKey { key, passphrase } => (Some((key, passphrase)), None),
-            Credentials::KeyAndPassword {
-                key,
-                passphrase,
-                password,
-            } => (Some((key, passphrase)), Some(password)),
-            Credentials::Interactive => {
-                return Err(tag(SshError::new(
-                    SshErrorKind::AuthFailed,
-                    "a host behind a jump host cannot ask for a password in the page: give the password or key in create-session",
-                )));
-            }
+        let mut calls = Behind {
+            relay: self,
+            session: &session,
+            socket,
+            shared,
         };
-        let mut attempt = Ok(());
-        if let Some((key, passphrase)) = key {
-            attempt = self
-                .drive(&session, socket, deadline, Some(shared), || {
-                    session.userauth_pubkey_memory(
-                        user,
-                        None,
-                        key.expose(),
-                        passphrase.as_ref().map(|p| p.expose().as_str()),
-                    )
-                })
-                .map_err(tag)?;
-        }
-        if let Some(password) = password
-            && !session.authenticated()
-        {
-            attempt = self
-                .drive(&session, socket, deadline, Some(shared), || {
-                    session.userauth_password(user, password.expose())
-                })
-                .map_err(tag)?;
-        }
-        drop(credentials);
-        auth::attempt_result(&session, attempt).map_err(tag)?;
+        auth::authenticate(&session, login.account(), credentials, page, &mut calls)
+            .map_err(tag)?;
         Ok(session)
     }
 }

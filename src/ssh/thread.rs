@@ -34,7 +34,7 @@ use super::bridge::Start;
 use super::connect::{self, Shell};
 use super::error::{SshError, SshErrorKind};
 use super::exchange::{AuthPrompt, BridgeEvent, ExitInfo, Input, Shared};
-use super::jump::{self, Relay};
+use super::jump::{self, Relay, Until};
 use crate::secret::Secret;
 
 /// Output is coalesced up to this many bytes per event (one WebSocket frame each).
@@ -577,9 +577,12 @@ fn exit_info(shell: &mut Shell, relay: Option<&mut Relay>) -> ExitInfo {
         Some(relay) => {
             let deadline = close_deadline();
             let channel = &mut shell.channel;
-            let _ = relay.drive(&shell.session, &shell.socket, deadline, None, || {
-                channel.wait_close()
-            });
+            let _ = relay.drive(
+                &shell.session,
+                &shell.socket,
+                Until::Close(deadline),
+                || channel.wait_close(),
+            );
         }
     }
     let exit_signal = shell.channel.exit_signal().ok().and_then(|s| s.exit_signal);
@@ -608,8 +611,9 @@ fn close(shell: &mut Shell, relay: Option<Relay>) {
     // Non-blocking through the links, the target first, then each hop inwards out.
     let deadline = close_deadline();
     let (session, socket, channel) = (&shell.session, &*shell.socket, &mut shell.channel);
-    let _ = relay.drive(session, socket, deadline, None, || channel.close());
-    let _ = relay.drive(session, socket, deadline, None, || {
+    let until = Until::Close(deadline);
+    let _ = relay.drive(session, socket, until, || channel.close());
+    let _ = relay.drive(session, socket, until, || {
         session.disconnect(None, "session closed", None)
     });
     let _ = shell.socket.shutdown(Shutdown::Both);

@@ -432,11 +432,12 @@ impl ServerEvent<'_> {
                     .iter()
                     .map(|p| json!({"text": p.text, "echo": p.echo}))
                     .collect();
-                event(
-                    name::AUTH_PROMPT,
-                    json!({"name": prompt.name, "instruction": prompt.instruction,
-                           "prompts": prompts}),
-                )
+                let mut data = json!({"target": prompt.target, "name": prompt.name,
+                                      "instruction": prompt.instruction, "prompts": prompts});
+                if let Some(hop) = prompt.hop {
+                    data["hop"] = hop.into();
+                }
+                event(name::AUTH_PROMPT, data)
             }
         }
     }
@@ -613,7 +614,9 @@ mod tests {
 
     #[test]
     fn auth_prompt_encodes_texts_as_data() {
-        let prompt = AuthPrompt {
+        let mut prompt = AuthPrompt {
+            target: "u@h:22".into(),
+            hop: None,
             name: "<b>n</b>".into(),
             instruction: "say \"hi\"".into(),
             prompts: vec![
@@ -634,8 +637,15 @@ mod tests {
             .to_string();
         assert_eq!(
             text,
-            r#"["auth-prompt",{"instruction":"say \"hi\"","name":"<b>n</b>","prompts":[{"echo":false,"text":"Password: "},{"echo":true,"text":"Code: "}]}]"#
+            r#"["auth-prompt",{"instruction":"say \"hi\"","name":"<b>n</b>","prompts":[{"echo":false,"text":"Password: "},{"echo":true,"text":"Code: "}],"target":"u@h:22"}]"#
         );
+        // A jump host that asks is named by its number, as in errors.
+        prompt.hop = Some(1);
+        let text = ServerEvent::AuthPrompt(&prompt)
+            .encode()
+            .into_text()
+            .unwrap();
+        assert!(text.starts_with(r#"["auth-prompt",{"hop":1,"#), "{text}");
     }
 
     #[test]

@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::kbd_auth::{
+    PAM_OTP, PAM_PASSWORD, answer, exit, expect_prompt, otp_code, pam_sshd, wrong_code,
+};
 use crate::support::gateway::{ADMIN_TOKEN, Gateway};
 use crate::support::password_body;
-use crate::support::sshd::{Sshd, TEST_USER};
+use crate::support::sshd::{Sshd, TEST_USER, test_password};
 use crate::support::term::Term;
 
 /// A create-session body for `target` through `hops`, the test user with its password
@@ -207,6 +210,81 @@ async fn one_jump_host() {
     let closed = term.expect("ssh-closed").await;
     assert_eq!(closed["exit_status"], 3, "{closed}");
     assert_eq!(term.expect_close().await, Some(1000));
+    gw.assert_idle().await;
+    assert_released(&ports, start).await;
+    gw.stop().await;
+}
+
+/// Hosts behind a jump host authenticate as direct ones do: a PAM-only password server
+/// gets the password over keyboard-interactive, a one-time code is asked in the page, and
+/// an interactive hop and target each ask the person, every prompt naming who asks. The
+/// person's time at a prompt behind the hop is not the connect timeout's, and
+/// `--auth-prompt-timeout` bounds it there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_behind_a_jump_host() {
+    let _relays = RELAYS.lock().await;
+    let jump = Sshd::start();
+    let pam = pam_sshd(PAM_PASSWORD);
+    let otp = pam_sshd(PAM_OTP);
+    let ports = [jump.port, pam.port, otp.port];
+    let start = held(&ports);
+    let connect_timeout = Duration::from_secs(2);
+    let gw = Gateway::start_with(|c| {
+        c.connect_timeout = connect_timeout;
+        c.auth_prompt_timeout = Duration::from_secs(4);
+    })
+    .await;
+
+    // The lone "Password: " round is answered with the session's password: no prompt.
+    let mut term = gw.open(&through(&pam, &[&jump]), 80, 24).await;
+    term.ready().await;
+    assert_peer_is(&pam, &jump);
+    exit(term).await;
+
+    // The code is the person's, named as the target's; answered later than the whole
+    // connect timeout, which does not count it.
+    let mut term = gw.open(&through(&otp, &[&jump]), 80, 24).await;
+    let prompt = expect_prompt(&mut term, &[("Verification code: ", false)]).await;
+    assert_eq!(prompt["target"], endpoint(&otp), "{prompt}");
+    assert!(prompt.get("hop").is_none(), "{prompt}");
+    tokio::time::sleep(connect_timeout + Duration::from_millis(500)).await;
+    answer(&mut term, &[&otp_code()]).await;
+    let ready = term.ready().await;
+    assert_eq!(ready["target"], route(&otp, &[&jump]), "{ready}");
+    exit(term).await;
+
+    // Interactive everywhere: the hop's password, then the target's password and code.
+    let mut body = json!({"hostname": "127.0.0.1", "port": otp.port, "username": TEST_USER,
+                          "auth": "interactive"});
+    body["jump"] = json!([{"hostname": "127.0.0.1", "port": jump.port,
+                           "username": TEST_USER, "auth": "interactive"}]);
+    let mut term = gw.open(&body, 80, 24).await;
+    let prompt = expect_prompt(&mut term, &[("Password:", false)]).await;
+    assert_eq!(
+        (&prompt["target"], &prompt["hop"]),
+        (&json!(endpoint(&jump)), &json!(1))
+    );
+    answer(&mut term, &[&test_password()]).await;
+    let prompt = expect_prompt(&mut term, &[("Password: ", false)]).await;
+    assert_eq!(prompt["target"], endpoint(&otp), "{prompt}");
+    answer(&mut term, &[&test_password()]).await;
+    expect_prompt(&mut term, &[("Verification code: ", false)]).await;
+    answer(&mut term, &[&otp_code()]).await;
+    term.ready().await;
+    exit(term).await;
+
+    // A wrong code fails the target, not the hop.
+    let mut term = gw.open(&through(&otp, &[&jump]), 80, 24).await;
+    expect_prompt(&mut term, &[("Verification code: ", false)]).await;
+    answer(&mut term, &[&wrong_code()]).await;
+    expect_error_at(&mut term, "auth_failed", None).await;
+
+    // Unanswered, behind the hop as before it.
+    let mut term = gw.open(&through(&otp, &[&jump]), 80, 24).await;
+    expect_prompt(&mut term, &[("Verification code: ", false)]).await;
+    let message = expect_error_at(&mut term, "auth_timeout", None).await;
+    assert!(message.contains("not answered in time"), "{message}");
+
     gw.assert_idle().await;
     assert_released(&ports, start).await;
     gw.stop().await;

@@ -18,14 +18,14 @@ use crate::support::{key_body, password_body};
 
 /// PAM service names of `tests/setup-test-user.sh`: pam_unix alone, and pam_unix then
 /// pam_google_authenticator (a TOTP code).
-const PAM_PASSWORD: &str = "alfresco-sshd-pam";
-const PAM_OTP: &str = "alfresco-sshd-otp";
+pub(crate) const PAM_PASSWORD: &str = "alfresco-sshd-pam";
+pub(crate) const PAM_OTP: &str = "alfresco-sshd-otp";
 /// The code's secret, root-only, written by `tests/setup-test-user.sh`.
 const OTP_SECRET_FILE: &str = "/var/lib/alfresco-ssh-test/otp-secret";
 /// Passwords through PAM only, as FreeBSD's default and every PAM-password server is.
 const KBD_ONLY: &str = "UsePAM yes\nPasswordAuthentication no\nKbdInteractiveAuthentication yes\n";
 
-fn pam_sshd(service: &str) -> Sshd {
+pub(crate) fn pam_sshd(service: &str) -> Sshd {
     Sshd::start_pam(service, KBD_ONLY)
 }
 
@@ -40,7 +40,7 @@ fn interactive_body(sshd: &Sshd) -> Value {
 
 /// The one-time code valid now (RFC 6238: HMAC-SHA1, 30 s steps, 6 digits), from the
 /// secret the PAM module reads.
-fn otp_code() -> String {
+pub(crate) fn otp_code() -> String {
     totp(std::time::SystemTime::now())
 }
 
@@ -78,7 +78,7 @@ fn base32(text: &str) -> Vec<u8> {
 }
 
 /// A code no window of the module accepts now.
-fn wrong_code() -> String {
+pub(crate) fn wrong_code() -> String {
     let now = std::time::SystemTime::now();
     let step = Duration::from_secs(30);
     let valid = [now - 2 * step, now - step, now, now + step, now + 2 * step].map(totp);
@@ -88,13 +88,13 @@ fn wrong_code() -> String {
         .unwrap()
 }
 
-async fn answer(term: &mut Term, answers: &[&str]) {
+pub(crate) async fn answer(term: &mut Term, answers: &[&str]) {
     term.send_event("auth-response", json!({ "answers": answers }))
         .await;
 }
 
 /// Waits for an `auth-prompt` and checks its prompt texts and echo flags.
-async fn expect_prompt(term: &mut Term, prompts: &[(&str, bool)]) -> Value {
+pub(crate) async fn expect_prompt(term: &mut Term, prompts: &[(&str, bool)]) -> Value {
     let prompt = term.expect("auth-prompt").await;
     let want: Vec<Value> = prompts
         .iter()
@@ -109,7 +109,7 @@ async fn expect_warning(term: &mut Term, code: &str) {
     assert_eq!(warning["code"], code, "{warning}");
 }
 
-async fn exit(mut term: Term) {
+pub(crate) async fn exit(mut term: Term) {
     term.input("exit\r").await;
     let closed = term.expect("ssh-closed").await;
     assert_eq!(closed["exit_status"], 0, "{closed}");
@@ -478,13 +478,19 @@ async fn the_page_asks_in_a_form_and_keeps_no_answer() {
                         "const f = document.getElementById('auth-prompt'); \
                          const i = f.querySelector('input'); \
                          return f.hidden || !i ? null : \
-                         [f.querySelector('label').textContent, i.type, document.activeElement === i]",
+                         [f.querySelector('label').textContent, i.type, document.activeElement === i, \
+                          document.getElementById('auth-prompt-target').textContent]",
                     )
                     .await;
                 (form[0] == label).then_some(form)
             })
             .await;
-        assert_eq!(form, json!([label, "password", true]), "masked and focused");
+        let who = format!("Log in to {TEST_USER}@127.0.0.1:{}", sshd.addr().port());
+        assert_eq!(
+            form,
+            json!([label, "password", true, who]),
+            "masked, focused, and says who asks"
+        );
         browser
             .send_keys("#auth-prompt-fields input", &format!("{answer}\n"))
             .await;
