@@ -98,6 +98,9 @@
   // Output bytes received since the session began: the offset a resume starts from.
   let received = 0;
   let resumeToken = loadToken();
+  // The shell is ready (this page saw connection-ready, or a resume said so); before it, a
+  // resume token can already exist, given with the first auth-prompt.
+  let loggedIn = false;
   const reconnect = { timer: null, delay: RECONNECT_FIRST_MS, since: 0 };
 
   // One of: connecting, connected, reconnecting, draining, viewing, ended, error,
@@ -109,7 +112,7 @@
     statusEl.className = 'status status-' + next;
     statusEl.textContent = text;
     // Sharing needs a live session and its resume token.
-    shareEl.hidden = viewing || !resumeToken || isFinal();
+    shareEl.hidden = viewing || !resumeToken || !loggedIn || isFinal();
     updateHandback();
     if (isFinal()) {
       setSessionEnd(null);
@@ -314,6 +317,10 @@
   function onServerEvent(name, data) {
     switch (name) {
       case 'auth-prompt':
+        // The first prompt brings the resume token: a lost socket can come back to it.
+        if (!viewing && data && typeof data.resume_token === 'string') {
+          saveToken(data.resume_token);
+        }
         showAuthPrompt(data);
         break;
       case 'connection-ready':
@@ -331,6 +338,7 @@
         if (data && typeof data.resume_token === 'string') {
           saveToken(data.resume_token);
         }
+        loggedIn = true;
         resetHandback(Boolean(data && data.handback === true));
         setSessionEnd(data && data.ends_in);
         setState('connected', 'connected to ' + targetText(data));
@@ -353,6 +361,12 @@
         if (data && 'ends_in' in data) {
           setSessionEnd(data.ends_in);
         }
+        if (data && data.authenticating === true) {
+          // Back while the server still logs in: its open prompt, if any, comes next.
+          setState('connecting', 'logging in…');
+          break;
+        }
+        loggedIn = true;
         setState('connected', 'connected to ' + targetText(data));
         term.focus();
         break;
@@ -509,6 +523,9 @@
         return;
       }
       if (resumeToken || (viewing && state !== 'connecting')) {
+        // An open prompt goes with its socket (the server asks the next one again), and
+        // the answers typed into it with the form.
+        hideAuthPrompt();
         scheduleReconnect();
       } else {
         hideAuthPrompt();

@@ -31,7 +31,7 @@ use super::{Context, Socket};
 use crate::ledger::Tracker;
 use crate::record::{FLUSH_EVERY, Recording};
 use crate::request::SessionOptions;
-use crate::ssh::{Bridge, BridgeEvent, Input, MAX_ANSWER, MAX_PROMPTS, SshErrorKind};
+use crate::ssh::{AuthPrompt, Bridge, BridgeEvent, Input, MAX_ANSWER, MAX_PROMPTS, SshErrorKind};
 
 /// Largest binary frame a replay or a viewer's snapshot is cut into (the bridge's own
 /// output frames are no larger).
@@ -168,10 +168,9 @@ struct Live<'c> {
     held: bool,
     /// The attached client has been told the server is draining.
     told_draining: bool,
-    /// The number of prompts of the `auth-prompt` the client was sent and has not answered.
-    /// Only the client sees prompts; a session gets a resume token only once its shell is
-    /// ready, so no other socket can take over while one is open.
-    open_prompt: Option<usize>,
+    /// The `auth-prompt` the client was sent and has not answered. Only the client sees
+    /// prompts; one that resumes while a prompt is open is sent it again.
+    open_prompt: Option<AuthPrompt>,
     /// Resumes, viewers and revocations from other tasks.
     commands: mpsc::Receiver<Command>,
     /// Commands taken off the queue while a send to the client was in flight (see
@@ -321,7 +320,11 @@ impl Live<'_> {
                         lifetime.as_mut().reset(cap.unwrap_or(never));
                         let ends_at = self.options.max_duration.map(|d| std::time::SystemTime::now() + d);
                         self.tracker.ready(ends_at, self.recording.name());
-                        let token = self.options.resume_grace.map(|_| self.registration.rotate_token());
+                        // A token given at a prompt stays: the client holds it already.
+                        let token = match self.registration.token() {
+                            Some(token) if self.resumable => Some(token),
+                            _ => self.options.resume_grace.map(|_| self.registration.rotate_token()),
+                        };
                         self.resumable = token.is_some();
                         let ready = ServerEvent::ConnectionReady {
                             cols,
@@ -336,8 +339,17 @@ impl Live<'_> {
                     }
                     Some(BridgeEvent::AuthPrompt(prompt)) => {
                         tracing::info!(prompts = prompt.prompts.len(), "asking the person to authenticate");
-                        self.open_prompt = Some(prompt.prompts.len());
-                        self.send_client(ServerEvent::AuthPrompt(&prompt).encode()).await;
+                        // The first prompt makes the session resumable: a person who loses
+                        // the socket while reading a code off a phone can come back to it.
+                        let token = match self.options.resume_grace {
+                            Some(_) if !self.resumable => Some(self.registration.rotate_token()),
+                            _ => None,
+                        };
+                        self.resumable |= token.is_some();
+                        let ask = ServerEvent::AuthPrompt { prompt: &prompt, resume_token: token.as_deref() };
+                        let ask = ask.encode();
+                        self.open_prompt = Some(prompt);
+                        self.send_client(ask).await;
                     }
                     Some(BridgeEvent::Closed(info)) => return self.end(Outcome::Closed(info)),
                     Some(BridgeEvent::Failed(e)) => {
@@ -467,7 +479,7 @@ impl Live<'_> {
     /// Hands the answers to the open prompt to the bridge, or warns and keeps it open. The
     /// answers are neither counted nor recorded: they are not terminal input.
     async fn auth_response(&mut self, response: AuthResponse) {
-        let Some(expected) = self.open_prompt else {
+        let Some(expected) = self.open_prompt.as_ref().map(|p| p.prompts.len()) else {
             let warning = outcome::warning(
                 WarningKind::NoAuthPrompt,
                 "no authentication prompt is open",
@@ -608,11 +620,21 @@ impl Live<'_> {
             truncated: replay.truncated,
             handback: self.options.handback,
             ends_in: ends_in(*self.tracker.control.deadline.borrow()),
+            authenticating: !self.ready,
         };
         self.send_client(resumed.encode()).await;
         for chunk in replay.chunks {
             self.counts.frames_out += 1;
             self.send_client(ServerEvent::Output(chunk).encode()).await;
+        }
+        // The prompt the client before it was shown, after the text it came with.
+        if let Some(prompt) = &self.open_prompt {
+            let ask = ServerEvent::AuthPrompt {
+                prompt,
+                resume_token: None,
+            }
+            .encode();
+            self.send_client(ask).await;
         }
         true
     }

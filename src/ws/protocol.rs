@@ -332,6 +332,9 @@ pub enum ServerEvent<'a> {
         /// As in `connection-ready`: a resumed page learns (again) what it may show.
         handback: bool,
         ends_in: Option<u64>,
+        /// The shell is not ready yet: the session is still logging in (an open prompt
+        /// follows, if there is one).
+        authenticating: bool,
     },
     /// The session's terminal size changed (sent to viewers, whose page follows it).
     TerminalSize {
@@ -352,8 +355,13 @@ pub enum ServerEvent<'a> {
         code: &'a str,
         message: &'a str,
     },
-    /// The server (or the gateway, for a password-only server) asks the person.
-    AuthPrompt(&'a AuthPrompt),
+    /// The server (or the gateway, for a password-only server) asks the person. The first
+    /// prompt of a resumable session carries its resume token, so that a page that loses
+    /// its socket at the prompt can come back to it.
+    AuthPrompt {
+        prompt: &'a AuthPrompt,
+        resume_token: Option<&'a str>,
+    },
 }
 
 impl ServerEvent<'_> {
@@ -399,12 +407,16 @@ impl ServerEvent<'_> {
                 truncated,
                 handback,
                 ends_in,
-            } => event(
-                name::SESSION_RESUMED,
-                json!({"cols": cols, "rows": rows, "target": target, "resume_token": resume_token,
-                       "offset": offset, "truncated": truncated, "handback": handback,
-                       "ends_in": ends_in}),
-            ),
+                authenticating,
+            } => {
+                let mut data = json!({"cols": cols, "rows": rows, "target": target,
+                       "resume_token": resume_token, "offset": offset, "truncated": truncated,
+                       "handback": handback, "ends_in": ends_in});
+                if *authenticating {
+                    data["authenticating"] = true.into();
+                }
+                event(name::SESSION_RESUMED, data)
+            }
             ServerEvent::TerminalSize { cols, rows } => {
                 event(name::TERMINAL_SIZE, json!({"cols": cols, "rows": rows}))
             }
@@ -426,7 +438,10 @@ impl ServerEvent<'_> {
             ServerEvent::Warning { code, message } => {
                 event(name::WARNING, json!({"code": code, "message": message}))
             }
-            ServerEvent::AuthPrompt(prompt) => {
+            ServerEvent::AuthPrompt {
+                prompt,
+                resume_token,
+            } => {
                 let prompts: Vec<Value> = prompt
                     .prompts
                     .iter()
@@ -436,6 +451,9 @@ impl ServerEvent<'_> {
                                       "instruction": prompt.instruction, "prompts": prompts});
                 if let Some(hop) = prompt.hop {
                     data["hop"] = hop.into();
+                }
+                if let Some(token) = resume_token {
+                    data["resume_token"] = (*token).into();
                 }
                 event(name::AUTH_PROMPT, data)
             }
@@ -630,22 +648,30 @@ mod tests {
                 },
             ],
         };
-        let text = ServerEvent::AuthPrompt(&prompt)
-            .encode()
-            .into_text()
-            .unwrap()
-            .to_string();
+        let text = ServerEvent::AuthPrompt {
+            prompt: &prompt,
+            resume_token: None,
+        }
+        .encode()
+        .into_text()
+        .unwrap()
+        .to_string();
         assert_eq!(
             text,
             r#"["auth-prompt",{"instruction":"say \"hi\"","name":"<b>n</b>","prompts":[{"echo":false,"text":"Password: "},{"echo":true,"text":"Code: "}],"target":"u@h:22"}]"#
         );
-        // A jump host that asks is named by its number, as in errors.
+        // A jump host that asks is named by its number, as in errors; the first prompt of a
+        // resumable session brings its token.
         prompt.hop = Some(1);
-        let text = ServerEvent::AuthPrompt(&prompt)
-            .encode()
-            .into_text()
-            .unwrap();
+        let text = ServerEvent::AuthPrompt {
+            prompt: &prompt,
+            resume_token: Some("t0k"),
+        }
+        .encode()
+        .into_text()
+        .unwrap();
         assert!(text.starts_with(r#"["auth-prompt",{"hop":1,"#), "{text}");
+        assert!(text.contains(r#""resume_token":"t0k""#), "{text}");
     }
 
     #[test]

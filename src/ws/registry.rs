@@ -184,6 +184,12 @@ impl Registration {
         token
     }
 
+    /// The session's resume token now, if it has one: the one the client already holds.
+    pub fn token(&self) -> Option<String> {
+        let inner = self.registry.inner.lock();
+        inner.sessions.get(&self.id)?.token.clone()
+    }
+
     /// Whether `token` is the session's current resume token (constant time).
     pub fn is_current(&self, token: &str) -> bool {
         self.registry.token_matches(self.id, token)

@@ -228,12 +228,7 @@ async fn prompts_behind_a_jump_host() {
     let otp = pam_sshd(PAM_OTP);
     let ports = [jump.port, pam.port, otp.port];
     let start = held(&ports);
-    let connect_timeout = Duration::from_secs(2);
-    let gw = Gateway::start_with(|c| {
-        c.connect_timeout = connect_timeout;
-        c.auth_prompt_timeout = Duration::from_secs(4);
-    })
-    .await;
+    let gw = Gateway::start_with(|c| c.auth_prompt_timeout = Duration::from_secs(4)).await;
 
     // The lone "Password: " round is answered with the session's password: no prompt.
     let mut term = gw.open(&through(&pam, &[&jump]), 80, 24).await;
@@ -242,8 +237,11 @@ async fn prompts_behind_a_jump_host() {
     exit(term).await;
 
     // The code is the person's, named as the target's; answered later than the whole
-    // connect timeout, which does not count it.
-    let mut term = gw.open(&through(&otp, &[&jump]), 80, 24).await;
+    // connect timeout (of a gateway of its own: PAM takes 2 s to fail a wrong code, more
+    // than that timeout), which does not count it.
+    let connect_timeout = Duration::from_secs(2);
+    let quick = Gateway::start_with(|c| c.connect_timeout = connect_timeout).await;
+    let mut term = quick.open(&through(&otp, &[&jump]), 80, 24).await;
     let prompt = expect_prompt(&mut term, &[("Verification code: ", false)]).await;
     assert_eq!(prompt["target"], endpoint(&otp), "{prompt}");
     assert!(prompt.get("hop").is_none(), "{prompt}");
@@ -252,6 +250,8 @@ async fn prompts_behind_a_jump_host() {
     let ready = term.ready().await;
     assert_eq!(ready["target"], route(&otp, &[&jump]), "{ready}");
     exit(term).await;
+    quick.assert_idle().await;
+    quick.stop().await;
 
     // Interactive everywhere: the hop's password, then the target's password and code.
     let mut body = json!({"hostname": "127.0.0.1", "port": otp.port, "username": TEST_USER,

@@ -283,6 +283,65 @@ async fn bad_auth_responses() {
     gw.assert_idle().await;
 }
 
+/// A page that loses its socket at a prompt comes back to it: the first prompt carries a
+/// resume token, a resume gets `session-resumed` with `authenticating` and the open prompt
+/// again, and a resume that takes over mid-login moves the prompt to the new socket. With
+/// resume off the prompt has no token and a lost socket ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_during_authentication_gets_the_open_prompt() {
+    let sshd = pam_sshd(PAM_OTP);
+    let gw = Gateway::start_with(|c| c.resume_grace = Some(Duration::from_secs(60))).await;
+    let resume = async |token: &str| {
+        let mut term = gw.ws().await;
+        term.send_event(
+            "resume-session",
+            json!({"token": token, "offset": 0, "cols": 100, "rows": 30}),
+        )
+        .await;
+        let resumed = term.expect("session-resumed").await;
+        assert_eq!(resumed["authenticating"], true, "{resumed}");
+        let token = resumed["resume_token"].as_str().unwrap().to_owned();
+        (term, token)
+    };
+    let mut first = gw.open(&interactive_body(&sshd), 80, 24).await;
+    let prompt = expect_prompt(&mut first, &[("Password: ", false)]).await;
+    let token = prompt["resume_token"]
+        .as_str()
+        .expect("a resume token")
+        .to_owned();
+    assert_eq!(token.len(), 64, "{prompt}");
+    first.vanish();
+
+    let (mut second, token) = resume(&token).await;
+    let prompt = expect_prompt(&mut second, &[("Password: ", false)]).await;
+    assert!(prompt.get("resume_token").is_none(), "{prompt}");
+    answer(&mut second, &[&test_password()]).await;
+    expect_prompt(&mut second, &[("Verification code: ", false)]).await;
+
+    // Taken over with the code prompt open: the old socket is told, the new one asked.
+    let (mut third, token) = resume(&token).await;
+    second.expect_error("session_taken_over").await;
+    expect_prompt(&mut third, &[("Verification code: ", false)]).await;
+    answer(&mut third, &[&otp_code()]).await;
+    let ready = third.ready().await;
+    assert_eq!(
+        ready["resume_token"], token,
+        "the token given at the resume stays"
+    );
+    // The size the resume asked for reached the terminal.
+    assert_eq!(third.run("stty size").await, "30 100\r\n");
+    exit(third).await;
+    gw.assert_idle().await;
+
+    // The harness's default: resume off.
+    let gw = Gateway::start().await;
+    let mut term = gw.open(&interactive_body(&sshd), 80, 24).await;
+    let prompt = expect_prompt(&mut term, &[("Password: ", false)]).await;
+    assert!(prompt.get("resume_token").is_none(), "{prompt}");
+    term.vanish();
+    gw.assert_idle().await;
+}
+
 /// A viewer never sees a prompt, and its auth-response is refused as any viewer input is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_never_see_prompts() {
@@ -513,6 +572,57 @@ async fn the_page_asks_in_a_form_and_keeps_no_answer() {
         !holds(&password).await,
         "the password is in the DOM after login"
     );
+    browser.close().await;
+    gw.assert_idle().await;
+}
+
+/// A reload at the code prompt (or a dropped Wi-Fi) comes back to the same prompt: the page
+/// resumes with the token the first prompt gave, shows the form again, and the code typed
+/// there logs in. No share button shows before the shell is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_at_a_prompt_comes_back_to_it() {
+    let sshd = pam_sshd(PAM_OTP);
+    let gw = Gateway::start_with(|c| c.resume_grace = Some(Duration::from_secs(60))).await;
+    let browser = Browser::start().await;
+    let id = gw.create_id(&interactive_body(&sshd)).await;
+    let url = format!("http://{}/{id}", gw.addr);
+    let asks = async |label: &str| {
+        browser
+            .wait_until(&format!("the form asks {label:?}"), async || {
+                let form = browser
+                    .execute(
+                        "const f = document.getElementById('auth-prompt'); \
+                         const l = f.querySelector('label'); \
+                         return f.hidden || !l ? null : \
+                         [l.textContent, document.getElementById('share').hidden]",
+                    )
+                    .await;
+                (form[0] == label).then_some(form)
+            })
+            .await
+    };
+    browser.open(&url).await;
+    asks("Password: ").await;
+    browser
+        .send_keys(
+            "#auth-prompt-fields input",
+            &format!("{}\n", test_password()),
+        )
+        .await;
+    asks("Verification code: ").await;
+
+    browser.open(&url).await;
+    let form = asks("Verification code: ").await;
+    assert_eq!(form[1], true, "no share button while logging in");
+    assert_eq!(browser.state().await, "connecting");
+    browser
+        .send_keys("#auth-prompt-fields input", &format!("{}\n", otp_code()))
+        .await;
+    browser.wait_for_line(PROMPT.trim_end()).await;
+    assert_eq!(browser.state().await, "connected");
+    // Resume is on: closing the page would only detach the session.
+    browser.enter("exit").await;
+    browser.wait_for_state("ended").await;
     browser.close().await;
     gw.assert_idle().await;
 }
